@@ -1,0 +1,1 @@
+//! `stripe-setup`: provisions the Stripe catalog and webhook endpoint (see DESIGN.md).

@@ -1,0 +1,4 @@
+fn main() {
+    eprintln!("stripe-setup: not yet available");
+    std::process::exit(2);
+}

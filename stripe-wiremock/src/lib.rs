@@ -1,0 +1,1 @@
+//! Test support: Stripe as a wiremock double.

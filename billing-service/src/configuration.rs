@@ -1,0 +1,505 @@
+//! Typed configuration, read from the environment (and `.env`, loaded by `main`).
+//!
+//! Every variable is checked before anything starts, and all problems are reported together:
+//! an operator fixing a Deployment should not have to restart it once per typo. Secrets live in
+//! [`SecretString`], whose `Debug` is redacted, so printing a [`Settings`] never leaks them.
+
+use std::fmt;
+use std::time::Duration;
+
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
+use secrecy::{ExposeSecret, SecretString};
+use url::Url;
+
+/// Everything `billing-service serve` needs.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub database: DatabaseSettings,
+    pub stripe: StripeSettings,
+    /// Where the browser is sent after Checkout.
+    pub frontend_url: Url,
+    /// This service's public URL; Checkout's success and cancel URLs point here.
+    pub backend_url: Url,
+    pub port: u16,
+    /// Reported by `/status/about`, so an operator can tell replicas apart.
+    pub pod_name: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct StripeSettings {
+    pub api_secret_key: SecretString,
+    /// Several at once while a secret is being rolled: a delivery signed by any of them is valid.
+    pub webhook_secrets: Vec<SecretString>,
+    pub api_base: Url,
+    pub webhook_tolerance: Duration,
+}
+
+#[derive(Clone)]
+pub struct DatabaseSettings {
+    /// The whole URL, password included, hence secret.
+    pub url: SecretString,
+    /// How long start-up keeps trying to reach the database before giving up.
+    pub connect_retry: Duration,
+}
+
+impl fmt::Debug for DatabaseSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DatabaseSettings")
+            .field("url", &self.display_target())
+            .field("connect_retry", &self.connect_retry)
+            .finish()
+    }
+}
+
+impl DatabaseSettings {
+    pub fn new(url: impl Into<String>) -> Self {
+        Self {
+            url: SecretString::from(url.into()),
+            connect_retry: Duration::from_secs(10),
+        }
+    }
+
+    pub fn is_sqlite(&self) -> bool {
+        self.url.expose_secret().starts_with("sqlite:")
+    }
+
+    /// The URL without its password, for logs and error messages.
+    pub fn display_target(&self) -> String {
+        match Url::parse(self.url.expose_secret()) {
+            Ok(mut url) => {
+                if url.password().is_some() {
+                    // Only fails for URLs that cannot have a password, which this one has.
+                    let _ = url.set_password(Some("***"));
+                }
+                url.to_string()
+            }
+            Err(_) => "<unparseable database URL>".to_owned(),
+        }
+    }
+
+    /// Host and port, as named in "cannot reach the database" errors.
+    pub fn host_and_port(&self) -> String {
+        match Url::parse(self.url.expose_secret()) {
+            Ok(url) if url.scheme() != "sqlite" => format!(
+                "{}:{}",
+                url.host_str().unwrap_or("localhost"),
+                url.port().unwrap_or(5432)
+            ),
+            _ => self.display_target(),
+        }
+    }
+}
+
+/// All the problems found in the environment, one per line.
+#[derive(Debug)]
+pub struct ConfigError {
+    pub problems: Vec<String>,
+}
+
+impl std::error::Error for ConfigError {}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "invalid configuration:")?;
+        for problem in &self.problems {
+            write!(f, "\n  - {problem}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Reads variables through a function so that tests can pass a map instead of mutating the
+/// process environment.
+pub trait Env {
+    fn get(&self, key: &str) -> Option<String>;
+}
+
+impl<F: Fn(&str) -> Option<String>> Env for F {
+    fn get(&self, key: &str) -> Option<String> {
+        self(key)
+    }
+}
+
+/// The real process environment; empty values count as unset, as shells and ConfigMaps often
+/// produce them.
+pub fn process_env(key: &str) -> Option<String> {
+    std::env::var(key).ok().filter(|v| !v.trim().is_empty())
+}
+
+/// Collects problems while reading, so that one pass reports them all.
+struct Reader<'a, E: Env> {
+    env: &'a E,
+    problems: Vec<String>,
+}
+
+impl<E: Env> Reader<'_, E> {
+    fn optional(&self, key: &str) -> Option<String> {
+        self.env.get(key).filter(|v| !v.trim().is_empty())
+    }
+
+    fn parsed<T, P>(&mut self, key: &str, default: T, parse: P) -> T
+    where
+        P: FnOnce(&str) -> Result<T, String>,
+    {
+        match self.optional(key) {
+            None => default,
+            Some(raw) => parse(raw.trim()).unwrap_or_else(|why| {
+                self.problems.push(format!("{key} {why}"));
+                default
+            }),
+        }
+    }
+
+    fn url(&mut self, key: &str, default: &str) -> Url {
+        let fallback = Url::parse(default).expect("built-in default URLs parse");
+        self.parsed(key, fallback, |raw| match Url::parse(raw) {
+            Ok(url) if matches!(url.scheme(), "http" | "https") => Ok(url),
+            Ok(_) => Err("must be an http:// or https:// URL".to_owned()),
+            Err(e) => Err(format!("is not a valid URL ({e})")),
+        })
+    }
+}
+
+impl DatabaseSettings {
+    pub fn from_env(env: &impl Env) -> Result<Self, ConfigError> {
+        let mut reader = Reader {
+            env,
+            problems: Vec::new(),
+        };
+        let settings = Self::read(&mut reader);
+        match reader.problems.is_empty() {
+            true => Ok(settings),
+            false => Err(ConfigError {
+                problems: reader.problems,
+            }),
+        }
+    }
+
+    fn read<E: Env>(reader: &mut Reader<'_, E>) -> Self {
+        let retry_secs = reader.parsed("DATABASE_CONNECT_RETRY_SECS", 10, |raw| {
+            raw.parse::<u64>()
+                .map_err(|_| "must be a whole number of seconds".to_owned())
+        });
+        let url = match reader.optional("DATABASE_URL") {
+            Some(url) => match validate_database_url(url.trim()) {
+                Ok(()) => url.trim().to_owned(),
+                Err(why) => {
+                    reader.problems.push(format!("DATABASE_URL {why}"));
+                    String::new()
+                }
+            },
+            None => url_from_parts(reader).unwrap_or_else(|| "sqlite://billing.db".to_owned()),
+        };
+        Self {
+            url: SecretString::from(url),
+            connect_retry: Duration::from_secs(retry_secs),
+        }
+    }
+}
+
+fn validate_database_url(raw: &str) -> Result<(), String> {
+    // Never echo the URL back: it may hold a password.
+    let url = Url::parse(raw).map_err(|e| format!("is not a valid URL ({e})"))?;
+    match url.scheme() {
+        "postgres" | "postgresql" => {
+            if url.host_str().is_none_or(str::is_empty) {
+                return Err("has no host".to_owned());
+            }
+            Ok(())
+        }
+        "sqlite" => Ok(()),
+        other => Err(format!(
+            "has the unsupported scheme '{other}' (expected postgres:// or sqlite://)"
+        )),
+    }
+}
+
+/// Userinfo and path segments must be percent-encoded: passwords generated by a secrets manager
+/// contain `@`, `/` and `:`.
+const COMPONENT: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~');
+
+/// The Kubernetes ConfigMap + Secret form: `DATABASE_ENGINE`, `_HOST`, `_PORT`, `_NAME`,
+/// `_USERNAME`, `_PASSWORD`. `None` when none of them is set.
+fn url_from_parts<E: Env>(reader: &mut Reader<'_, E>) -> Option<String> {
+    const PARTS: [&str; 6] = [
+        "DATABASE_ENGINE",
+        "DATABASE_HOST",
+        "DATABASE_PORT",
+        "DATABASE_NAME",
+        "DATABASE_USERNAME",
+        "DATABASE_PASSWORD",
+    ];
+    let values: [Option<String>; 6] = PARTS.map(|k| reader.optional(k));
+    if values.iter().all(Option::is_none) {
+        return None;
+    }
+    let engine = values[0].as_deref().map(str::trim).unwrap_or("");
+    match engine {
+        "postgres" | "postgresql" => {}
+        "" => {}
+        other => {
+            reader.problems.push(format!(
+                "DATABASE_ENGINE '{other}' is not supported (expected postgres)"
+            ));
+            return Some(String::new());
+        }
+    }
+    let missing: Vec<&str> = PARTS
+        .iter()
+        .zip(&values)
+        .filter(|(k, v)| v.is_none() && **k != "DATABASE_PORT")
+        .map(|(k, _)| *k)
+        .collect();
+    if !missing.is_empty() {
+        reader.problems.push(format!(
+            "DATABASE_URL is unset and the database parts are incomplete: {} missing",
+            missing.join(", ")
+        ));
+        return Some(String::new());
+    }
+    let port = reader.parsed("DATABASE_PORT", 5432u16, |raw| {
+        raw.parse::<u16>()
+            .map_err(|_| "must be a port number (1-65535)".to_owned())
+    });
+    let [_, host, _, name, user, password] = values.map(Option::unwrap_or_default);
+    let enc = |s: &str| utf8_percent_encode(s.trim(), COMPONENT).to_string();
+    Some(format!(
+        "postgres://{}:{}@{}:{port}/{}",
+        enc(&user),
+        enc(&password),
+        host.trim(),
+        enc(&name)
+    ))
+}
+
+impl Settings {
+    pub fn from_env(env: &impl Env) -> Result<Self, ConfigError> {
+        let mut reader = Reader {
+            env,
+            problems: Vec::new(),
+        };
+        let database = DatabaseSettings::read(&mut reader);
+        let api_secret_key = match reader.optional("STRIPE_API_SECRET_KEY") {
+            None => {
+                reader
+                    .problems
+                    .push("STRIPE_API_SECRET_KEY is required (sk_test_... or sk_live_...)".into());
+                String::new()
+            }
+            Some(key) if is_stripe_secret_key(key.trim()) => key.trim().to_owned(),
+            Some(_) => {
+                reader.problems.push(
+                    "STRIPE_API_SECRET_KEY must be a secret or restricted key (sk_test_, sk_live_, rk_test_ or rk_live_)"
+                        .into(),
+                );
+                String::new()
+            }
+        };
+        let webhook_secrets = match reader.optional("STRIPE_WEBHOOK_SECRET") {
+            None => {
+                reader.problems.push(
+                    "STRIPE_WEBHOOK_SECRET is required (whsec_..., comma-separated for rotation)"
+                        .into(),
+                );
+                Vec::new()
+            }
+            Some(raw) => {
+                let secrets: Vec<&str> = raw.split(',').map(str::trim).collect();
+                if secrets
+                    .iter()
+                    .any(|s| !s.starts_with("whsec_") || s.len() <= "whsec_".len())
+                {
+                    reader.problems.push(
+                        "STRIPE_WEBHOOK_SECRET must be one or more whsec_... secrets separated by commas"
+                            .into(),
+                    );
+                }
+                secrets
+                    .into_iter()
+                    .map(|s| SecretString::from(s.to_owned()))
+                    .collect()
+            }
+        };
+        let api_base = reader.url("STRIPE_API_BASE", "https://api.stripe.com");
+        let tolerance = reader.parsed("STRIPE_WEBHOOK_TOLERANCE_SECS", 300, |raw| {
+            raw.parse::<u64>()
+                .map_err(|_| "must be a whole number of seconds".to_owned())
+        });
+        let frontend_url = reader.url("FRONTEND_URL", "http://localhost:3000");
+        let backend_url = reader.url("BACKEND_URL", "http://localhost:8080");
+        let port_key = match reader.optional("SERVER_PORT") {
+            Some(_) => "SERVER_PORT",
+            None => "PORT",
+        };
+        let port = reader.parsed(port_key, 8080u16, |raw| {
+            raw.parse::<u16>()
+                .map_err(|_| "must be a port number (0-65535)".to_owned())
+        });
+        let pod_name = reader
+            .optional("POD_NAME")
+            .unwrap_or_else(|| gethostname::gethostname().to_string_lossy().into_owned());
+        if !reader.problems.is_empty() {
+            return Err(ConfigError {
+                problems: reader.problems,
+            });
+        }
+        Ok(Self {
+            database,
+            stripe: StripeSettings {
+                api_secret_key: SecretString::from(api_secret_key),
+                webhook_secrets,
+                api_base,
+                webhook_tolerance: Duration::from_secs(tolerance),
+            },
+            frontend_url,
+            backend_url,
+            port,
+            pod_name,
+        })
+    }
+}
+
+fn is_stripe_secret_key(key: &str) -> bool {
+    ["sk_test_", "sk_live_", "rk_test_", "rk_live_"]
+        .iter()
+        .any(|prefix| key.len() > prefix.len() && key.starts_with(prefix))
+}
+
+/// Logging is configured before the rest, so that configuration errors are logged in the
+/// operator's chosen format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Json,
+    Pretty,
+}
+
+impl LogFormat {
+    pub fn from_env(env: &impl Env) -> Result<Self, ConfigError> {
+        match env.get("LOG_FORMAT").as_deref().map(str::trim) {
+            None | Some("") | Some("json") => Ok(Self::Json),
+            Some("pretty") => Ok(Self::Pretty),
+            Some(_) => Err(ConfigError {
+                problems: vec!["LOG_FORMAT must be json or pretty".into()],
+            }),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn env(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let map: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        move |k: &str| map.get(k).cloned()
+    }
+
+    const MINIMAL: [(&str, &str); 2] = [
+        ("STRIPE_API_SECRET_KEY", "sk_test_abc"),
+        ("STRIPE_WEBHOOK_SECRET", "whsec_abc"),
+    ];
+
+    #[test]
+    fn defaults_follow_the_contract() {
+        let s = Settings::from_env(&env(&MINIMAL)).unwrap();
+        assert_eq!(s.port, 8080);
+        assert_eq!(s.database.url.expose_secret(), "sqlite://billing.db");
+        assert_eq!(s.frontend_url.as_str(), "http://localhost:3000/");
+        assert_eq!(s.backend_url.as_str(), "http://localhost:8080/");
+        assert_eq!(s.stripe.api_base.as_str(), "https://api.stripe.com/");
+        assert_eq!(s.stripe.webhook_tolerance, Duration::from_secs(300));
+        assert_eq!(s.stripe.webhook_secrets.len(), 1);
+    }
+
+    #[test]
+    fn every_problem_is_reported_at_once() {
+        let err = Settings::from_env(&env(&[
+            ("STRIPE_WEBHOOK_SECRET", "nope"),
+            ("SERVER_PORT", "eighty"),
+            ("DATABASE_URL", "mysql://x"),
+            ("FRONTEND_URL", "not a url"),
+        ]))
+        .unwrap_err();
+        let text = err.to_string();
+        for needle in [
+            "STRIPE_API_SECRET_KEY is required",
+            "STRIPE_WEBHOOK_SECRET must be",
+            "SERVER_PORT must be a port",
+            "DATABASE_URL has the unsupported scheme 'mysql'",
+            "FRONTEND_URL is not a valid URL",
+        ] {
+            assert!(text.contains(needle), "{needle:?} missing from:\n{text}");
+        }
+        assert_eq!(err.problems.len(), 5);
+    }
+
+    #[test]
+    fn secrets_never_show_in_debug_or_errors() {
+        let s = Settings::from_env(&env(&[
+            ("STRIPE_API_SECRET_KEY", "sk_test_topsecret"),
+            ("STRIPE_WEBHOOK_SECRET", "whsec_one,whsec_two"),
+            ("DATABASE_URL", "postgres://u:hunter2@db:5432/billing"),
+        ]))
+        .unwrap();
+        let debug = format!("{s:?}");
+        for secret in ["topsecret", "whsec_one", "whsec_two", "hunter2"] {
+            assert!(!debug.contains(secret), "{secret} leaked: {debug}");
+        }
+        assert_eq!(s.stripe.webhook_secrets.len(), 2);
+        assert_eq!(s.database.host_and_port(), "db:5432");
+    }
+
+    #[test]
+    fn database_url_is_built_from_kubernetes_parts() {
+        let mut pairs = MINIMAL.to_vec();
+        pairs.extend([
+            ("DATABASE_ENGINE", "postgres"),
+            ("DATABASE_HOST", "db.internal"),
+            ("DATABASE_PORT", "6543"),
+            ("DATABASE_NAME", "billing"),
+            ("DATABASE_USERNAME", "app"),
+            ("DATABASE_PASSWORD", "p@ss/w:rd"),
+        ]);
+        let s = Settings::from_env(&env(&pairs)).unwrap();
+        assert_eq!(
+            s.database.url.expose_secret(),
+            "postgres://app:p%40ss%2Fw%3Ard@db.internal:6543/billing"
+        );
+        assert!(!s.database.display_target().contains("p%40ss"));
+    }
+
+    #[test]
+    fn incomplete_parts_are_named() {
+        let err =
+            DatabaseSettings::from_env(&env(&[("DATABASE_HOST", "db"), ("DATABASE_PORT", "x")]))
+                .unwrap_err()
+                .to_string();
+        assert!(err.contains("DATABASE_NAME"), "{err}");
+        assert!(err.contains("DATABASE_USERNAME"), "{err}");
+        assert!(err.contains("DATABASE_PASSWORD"), "{err}");
+    }
+
+    #[test]
+    fn malformed_database_url_is_refused_without_echoing_it() {
+        let err = DatabaseSettings::from_env(&env(&[("DATABASE_URL", "postgres://u:secret@")]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("DATABASE_URL"), "{err}");
+        assert!(!err.contains("secret"), "{err}");
+    }
+
+    #[test]
+    fn port_falls_back_to_port_variable() {
+        let mut pairs = MINIMAL.to_vec();
+        pairs.push(("PORT", "9000"));
+        assert_eq!(Settings::from_env(&env(&pairs)).unwrap().port, 9000);
+    }
+}

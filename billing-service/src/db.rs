@@ -1,0 +1,112 @@
+//! The database connection: one pool for PostgreSQL (production) or SQLite (embedded default).
+//!
+//! Both engines go through sqlx's `Any` driver so that the queries, written in the SQL the two
+//! share (`$n` parameters, `ON CONFLICT`, `RETURNING`), exist once. Where the engines really
+//! differ (row locking, the history table's DDL), code branches on [`Engine`].
+
+use std::time::Duration;
+
+use backon::{ExponentialBuilder, Retryable};
+use secrecy::ExposeSecret;
+use sqlx::any::{AnyPoolOptions, install_default_drivers};
+use sqlx::{AnyConnection, AnyPool, Connection, Executor};
+
+use crate::configuration::DatabaseSettings;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Engine {
+    Postgres,
+    Sqlite,
+}
+
+#[derive(Clone, Debug)]
+pub struct Db {
+    pub pool: AnyPool,
+    pub engine: Engine,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("cannot reach the database at {target} (tried for {waited:?}): {source}")]
+pub struct ConnectError {
+    /// Host and port (or the SQLite path); never the password.
+    pub target: String,
+    pub waited: Duration,
+    #[source]
+    pub source: sqlx::Error,
+}
+
+impl Db {
+    /// Connects, retrying with backoff for `settings.connect_retry`: in Kubernetes the service
+    /// often starts before the database's network path is ready.
+    pub async fn connect(settings: &DatabaseSettings) -> Result<Self, ConnectError> {
+        install_default_drivers();
+        let (engine, url) = if settings.is_sqlite() {
+            (Engine::Sqlite, sqlite_url(settings.url.expose_secret()))
+        } else {
+            (Engine::Postgres, settings.url.expose_secret().to_owned())
+        };
+        let options = AnyPoolOptions::new()
+            .max_connections(match engine {
+                Engine::Postgres => 10,
+                Engine::Sqlite => 4,
+            })
+            // Short, so that readiness reports a dead database quickly instead of hanging.
+            .acquire_timeout(Duration::from_secs(3))
+            .after_connect(move |conn, _| {
+                Box::pin(async move {
+                    if engine == Engine::Sqlite {
+                        // WAL lets readers run beside the single writer; synchronous stays FULL
+                        // because an acknowledged webhook must survive a power cut.
+                        conn.execute("PRAGMA journal_mode = WAL; PRAGMA foreign_keys = ON;")
+                            .await?;
+                    }
+                    Ok(())
+                })
+            });
+        let retry = ExponentialBuilder::default()
+            .with_min_delay(Duration::from_millis(100))
+            .with_max_delay(Duration::from_secs(2))
+            .with_total_delay(Some(settings.connect_retry))
+            .without_max_times();
+        let started = std::time::Instant::now();
+        // Probe with single connections: the pool's own connect would retry internally for its
+        // whole acquire timeout on every attempt.
+        let probe = (|| async { AnyConnection::connect(&url).await?.close().await })
+            .retry(retry)
+            .when(|e| !matches!(e, sqlx::Error::Configuration(_)))
+            .notify(|e, delay| {
+                tracing::warn!(target = %settings.host_and_port(), error = %e, ?delay, "database not reachable yet, retrying");
+            })
+            .await;
+        let connected = match probe {
+            Ok(()) => options.connect(&url).await,
+            Err(e) => Err(e),
+        };
+        let pool = connected.map_err(|source| ConnectError {
+            target: settings.host_and_port(),
+            waited: started.elapsed(),
+            source,
+        })?;
+        Ok(Self { pool, engine })
+    }
+
+    /// Whether the database answers now, within a short deadline.
+    pub async fn is_ready(&self) -> bool {
+        let probe = sqlx::query_scalar::<_, i32>("SELECT 1").fetch_one(&self.pool);
+        matches!(
+            tokio::time::timeout(Duration::from_secs(2), probe).await,
+            Ok(Ok(1))
+        )
+    }
+}
+
+/// SQLite's file is created on first start (`mode=rwc`) unless the URL says otherwise.
+fn sqlite_url(url: &str) -> String {
+    if url.contains("mode=") {
+        url.to_owned()
+    } else if url.contains('?') {
+        format!("{url}&mode=rwc")
+    } else {
+        format!("{url}?mode=rwc")
+    }
+}

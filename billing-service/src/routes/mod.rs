@@ -1,0 +1,11 @@
+//! HTTP routes, one module per area, each with its own `router()`, merged in [`router`].
+
+pub mod status;
+
+use axum::Router;
+
+use crate::startup::AppState;
+
+pub fn router() -> Router<AppState> {
+    Router::new().merge(status::router())
+}

@@ -1,0 +1,209 @@
+//! The Flyway-style migrator, on every engine: apply, no-op, dry run, undo, repeatable scripts,
+//! edited scripts, concurrent migrators.
+
+use billing_service::db::Db;
+use billing_service::migrate::{MigrateError, Migrator, Scripts, Step};
+use sqlx::Row;
+
+use crate::helpers::{TestDb, postgres_admin_url, test_databases};
+
+fn scripts(files: &[(&str, &str)]) -> Scripts {
+    Scripts::new(files.iter().map(|(n, s)| (n.to_string(), s.to_string()))).unwrap()
+}
+
+fn applied(steps: &[Step]) -> Vec<String> {
+    steps.iter().map(ToString::to_string).collect()
+}
+
+async fn table_exists(db: &Db, table: &str) -> bool {
+    sqlx::query(sqlx::AssertSqlSafe(format!("SELECT COUNT(*) FROM {table}")))
+        .fetch_one(&db.pool)
+        .await
+        .is_ok()
+}
+
+async fn history_rows(db: &Db) -> Vec<(Option<String>, String, String)> {
+    sqlx::query("SELECT version, type, script FROM flyway_schema_history ORDER BY installed_rank")
+        .fetch_all(&db.pool)
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get("version"), r.get("type"), r.get("script")))
+        .collect()
+}
+
+#[tokio::test]
+async fn embedded_migrations_apply_once_and_undo() {
+    for test_db in test_databases().await {
+        let db = test_db.connect().await;
+        let migrator = Migrator::embedded(db.engine).unwrap();
+
+        let dry = migrator.migrate(&db, true).await.unwrap();
+        assert_eq!(
+            applied(&dry),
+            [
+                "apply V1__billing_tables.sql",
+                "apply R__event_summary_view.sql"
+            ],
+            "{}",
+            test_db.engine
+        );
+        assert!(!table_exists(&db, "stripe_events").await, "dry run wrote");
+
+        assert_eq!(migrator.migrate(&db, false).await.unwrap(), dry);
+        for table in [
+            "stripe_events",
+            "customers",
+            "charges",
+            "subscriptions",
+            "subscription_schedules",
+            "stripe_event_summary",
+        ] {
+            assert!(
+                table_exists(&db, table).await,
+                "{table} on {}",
+                test_db.engine
+            );
+        }
+        assert!(
+            migrator.migrate(&db, false).await.unwrap().is_empty(),
+            "second run is a no-op"
+        );
+        assert!(migrator.migrate(&db, true).await.unwrap().is_empty());
+
+        let undo = migrator.undo(&db, false).await.unwrap();
+        assert_eq!(
+            applied(&undo),
+            ["undo version 1 with U1__billing_tables.sql"]
+        );
+        assert!(!table_exists(&db, "stripe_events").await);
+        assert!(matches!(
+            migrator.undo(&db, false).await,
+            Err(MigrateError::NothingToUndo)
+        ));
+
+        // After an undo, migrating again brings back the tables and the view over them.
+        assert_eq!(migrator.migrate(&db, false).await.unwrap(), dry);
+        assert!(table_exists(&db, "stripe_event_summary").await);
+        let kinds: Vec<String> = history_rows(&db).await.into_iter().map(|r| r.1).collect();
+        assert_eq!(kinds, ["SQL", "SQL", "UNDO_SQL", "SQL", "SQL"]);
+    }
+}
+
+#[tokio::test]
+async fn repeatable_scripts_rerun_when_changed_and_edited_versions_are_refused() {
+    for test_db in test_databases().await {
+        let db = test_db.connect().await;
+        let v1 = ("V1__t.sql", "CREATE TABLE t (x INTEGER);");
+        let r1 = (
+            "R__v.sql",
+            "DROP VIEW IF EXISTS v; CREATE VIEW v AS SELECT x FROM t;",
+        );
+        Migrator::new(scripts(&[v1, r1]))
+            .migrate(&db, false)
+            .await
+            .unwrap();
+
+        let r2 = (
+            "R__v.sql",
+            "DROP VIEW IF EXISTS v; CREATE VIEW v AS SELECT x, x AS y FROM t;",
+        );
+        let changed = Migrator::new(scripts(&[v1, r2]));
+        assert_eq!(
+            applied(&changed.migrate(&db, false).await.unwrap()),
+            ["apply R__v.sql"],
+            "{}",
+            test_db.engine
+        );
+        assert!(changed.migrate(&db, false).await.unwrap().is_empty());
+        sqlx::query("SELECT y FROM v")
+            .fetch_all(&db.pool)
+            .await
+            .unwrap();
+
+        let edited = Migrator::new(scripts(&[("V1__t.sql", "CREATE TABLE t (x BIGINT);"), r2]));
+        let err = edited.migrate(&db, true).await.unwrap_err();
+        assert!(
+            matches!(err, MigrateError::ChecksumMismatch { .. }),
+            "{err}"
+        );
+        assert!(
+            err.to_string()
+                .contains("V1__t.sql was changed after it was applied")
+        );
+
+        let missing = Migrator::new(scripts(&[r2]));
+        assert!(matches!(
+            missing.migrate(&db, false).await,
+            Err(MigrateError::MissingScript { .. })
+        ));
+
+        let v3 = ("V3__u.sql", "CREATE TABLE u (x INTEGER);");
+        Migrator::new(scripts(&[v1, v3, r2]))
+            .migrate(&db, false)
+            .await
+            .unwrap();
+        let late = Migrator::new(scripts(&[v1, ("V2__late.sql", "SELECT 1;"), v3, r2]));
+        assert!(matches!(
+            late.migrate(&db, false).await,
+            Err(MigrateError::OutOfOrder { .. })
+        ));
+
+        let no_undo = Migrator::new(scripts(&[v1, v3, r2]));
+        assert!(matches!(
+            no_undo.undo(&db, false).await,
+            Err(MigrateError::NoUndoScript { .. })
+        ));
+    }
+}
+
+#[tokio::test]
+async fn a_failing_script_leaves_nothing_behind() {
+    for test_db in test_databases().await {
+        let db = test_db.connect().await;
+        let broken = Migrator::new(scripts(&[
+            ("V1__ok.sql", "CREATE TABLE ok (x INTEGER);"),
+            (
+                "V2__broken.sql",
+                "CREATE TABLE half (x INTEGER); THIS IS NOT SQL;",
+            ),
+        ]));
+        let err = broken.migrate(&db, false).await.unwrap_err();
+        assert!(
+            err.to_string().starts_with("V2__broken.sql failed"),
+            "{err}"
+        );
+        assert!(table_exists(&db, "ok").await);
+        assert!(
+            !table_exists(&db, "half").await,
+            "{}: not rolled back",
+            test_db.engine
+        );
+        assert_eq!(history_rows(&db).await.len(), 1);
+    }
+}
+
+#[tokio::test]
+async fn concurrent_migrators_take_turns_on_postgres() {
+    let Some(admin) = postgres_admin_url() else {
+        return; // the lock is PostgreSQL's; SQLite has a single writer anyway
+    };
+    let test_db = TestDb::postgres(&admin).await;
+    let runs = (0..4).map(|_| {
+        let settings = test_db.settings();
+        tokio::spawn(async move {
+            let db = Db::connect(&settings).await.unwrap();
+            Migrator::embedded(db.engine)
+                .unwrap()
+                .migrate(&db, false)
+                .await
+        })
+    });
+    let mut applied_total = 0;
+    for run in runs {
+        applied_total += run.await.unwrap().expect("each migrator succeeds").len();
+    }
+    assert_eq!(applied_total, 2, "each script applied exactly once");
+    let db = test_db.connect().await;
+    assert_eq!(history_rows(&db).await.len(), 2);
+}

@@ -1,0 +1,77 @@
+//! The status routes, on every engine, and readiness following the database.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::helpers::{TestDb, postgres_admin_url, spawn_app, test_databases};
+use crate::proxy::Proxy;
+
+#[tokio::test]
+async fn status_routes_answer_like_the_template() {
+    for db in test_databases().await {
+        let app = spawn_app(&db.url).await;
+
+        let alive = app.get("/status/alive").await;
+        assert_eq!(alive.status(), 200, "{}", db.engine);
+        assert_eq!(alive.json::<Value>().await.unwrap(), json!({"alive": "OK"}));
+
+        let ready = app.get("/status/ready").await;
+        assert_eq!(ready.status(), 200, "{}", db.engine);
+        assert_eq!(ready.json::<Value>().await.unwrap(), json!({"ready": "OK"}));
+
+        let about: Value = app.get("/status/about").await.json().await.unwrap();
+        assert_eq!(about["podName"], "test-pod");
+        assert_eq!(about["version"], env!("CARGO_PKG_VERSION"));
+
+        assert_eq!(app.get("/no/such/route").await.status(), 404);
+        app.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn readiness_follows_the_database_without_a_restart() {
+    let Some(admin) = postgres_admin_url() else {
+        return; // needs a server whose connection can be cut; SQLite is a file
+    };
+    let db = TestDb::postgres(&admin).await;
+    let mut url = url::Url::parse(&db.url).unwrap();
+    let upstream = format!("{}:{}", url.host_str().unwrap(), url.port().unwrap_or(5432));
+    let upstream = tokio::net::lookup_host(upstream)
+        .await
+        .unwrap()
+        .next()
+        .unwrap();
+    let proxy = Proxy::start(upstream).await;
+    url.set_host(Some("127.0.0.1")).unwrap();
+    url.set_port(Some(proxy.addr.port())).unwrap();
+    let app = spawn_app(url.as_str()).await;
+
+    assert_eq!(app.get("/status/ready").await.status(), 200);
+
+    proxy.cut();
+    let body = wait_for_status(&app, 503).await;
+    assert_eq!(body, json!({"ready": "unavailable"}));
+    // Liveness must not depend on the database, or Kubernetes would restart healthy pods.
+    assert_eq!(app.get("/status/alive").await.status(), 200);
+
+    proxy.restore();
+    let body = wait_for_status(&app, 200).await;
+    assert_eq!(body, json!({"ready": "OK"}));
+    app.stop().await;
+}
+
+async fn wait_for_status(app: &crate::helpers::TestApp, status: u16) -> Value {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let response = app.get("/status/ready").await;
+        if response.status() == status {
+            return response.json().await.unwrap();
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "/status/ready never answered {status}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

@@ -12,6 +12,7 @@ use crate::configuration::{DatabaseSettings, Settings, process_env};
 use crate::db::Db;
 use crate::migrate::Migrator;
 use crate::startup::{Application, shutdown_signal};
+use crate::webhook::events;
 
 /// Stripe billing service: checkout, products and signed webhooks.
 ///
@@ -34,6 +35,46 @@ pub enum Command {
     ///   billing-service migrate --dry-run
     ///   billing-service migrate --undo
     Migrate(MigrateArgs),
+    /// Inspect and replay stored webhook events.
+    #[command(subcommand)]
+    Events(EventsCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum EventsCommand {
+    /// List stored events, newest first.
+    ///
+    /// Examples:
+    ///   billing-service events list --status failed
+    ///   billing-service events list --type invoice.paid --json
+    List {
+        /// Only events in this state: pending, processed, failed or ignored.
+        #[arg(long, value_parser = ["pending", "processed", "failed", "ignored"])]
+        status: Option<String>,
+        /// Only events of this type, e.g. customer.subscription.updated.
+        #[arg(long = "type")]
+        event_type: Option<String>,
+        /// At most this many.
+        #[arg(long, default_value_t = 50)]
+        limit: i64,
+        /// One JSON object per line instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Put events back in the queue; the running service processes them again (safe: handlers
+    /// are idempotent).
+    ///
+    /// Examples:
+    ///   billing-service events replay evt_1NG8Du2eZvKYlo2CUI79vXWy
+    ///   billing-service events replay --failed
+    Replay {
+        /// The event to replay.
+        #[arg(required_unless_present = "failed", conflicts_with = "failed")]
+        event_id: Option<String>,
+        /// Replay every event parked as failed.
+        #[arg(long)]
+        failed: bool,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -50,6 +91,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => serve().await,
         Command::Migrate(args) => migrate(args).await,
+        Command::Events(command) => events(command).await,
     }
 }
 
@@ -90,4 +132,61 @@ async fn migrate(args: MigrateArgs) -> anyhow::Result<ExitCode> {
         println!("{verb} {step}");
     }
     Ok(ExitCode::SUCCESS)
+}
+
+async fn events(command: EventsCommand) -> anyhow::Result<ExitCode> {
+    let settings = DatabaseSettings::from_env(&process_env)?;
+    let db = Db::connect(&settings).await?;
+    match command {
+        EventsCommand::List {
+            status,
+            event_type,
+            limit,
+            json,
+        } => {
+            let filter = events::Filter {
+                status,
+                event_type,
+                limit,
+            };
+            let rows = events::list(&db, &filter).await?;
+            for row in &rows {
+                if json {
+                    println!("{}", serde_json::to_string(row)?);
+                } else {
+                    println!(
+                        "{}  {:<40} {:<10} created={} attempts={}{}",
+                        row.id,
+                        row.event_type,
+                        row.status,
+                        row.created,
+                        row.attempts,
+                        row.last_error
+                            .as_deref()
+                            .map(|e| format!("  error: {e}"))
+                            .unwrap_or_default()
+                    );
+                }
+            }
+            if rows.is_empty() && !json {
+                eprintln!("No events match.");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        EventsCommand::Replay { event_id, failed } => {
+            if failed {
+                let n = events::replay_failed(&db).await?;
+                println!("Queued {n} failed event(s) for processing.");
+                return Ok(ExitCode::SUCCESS);
+            }
+            let id = event_id.unwrap_or_default();
+            if events::replay(&db, &id).await? {
+                println!("Queued {id} for processing.");
+                Ok(ExitCode::SUCCESS)
+            } else {
+                eprintln!("billing-service: no stored event has the id {id}");
+                Ok(ExitCode::FAILURE)
+            }
+        }
+    }
 }

@@ -7,9 +7,13 @@
 use std::fmt;
 use std::time::Duration;
 
+use billing_stripe::SecretKey;
+use billing_stripe::catalog::Catalog;
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use secrecy::{ExposeSecret, SecretString};
 use url::Url;
+
+use crate::webhook::worker::WorkerSettings;
 
 /// Everything `billing-service serve` needs.
 #[derive(Debug, Clone)]
@@ -23,15 +27,22 @@ pub struct Settings {
     pub port: u16,
     /// Reported by `/status/about`, so an operator can tell replicas apart.
     pub pod_name: String,
+    pub worker: WorkerSettings,
 }
 
 #[derive(Debug, Clone)]
 pub struct StripeSettings {
-    pub api_secret_key: SecretString,
+    pub api_secret_key: SecretKey,
     /// Several at once while a secret is being rolled: a delivery signed by any of them is valid.
     pub webhook_secrets: Vec<SecretString>,
     pub api_base: Url,
     pub webhook_tolerance: Duration,
+    /// Per attempt; retried attempts each get this long.
+    pub timeout: Duration,
+    /// What is sold: the catalog's lookup keys name the product whose prices are listed.
+    pub catalog: Catalog,
+    /// How long `GET /billing/products` serves a list before asking Stripe again.
+    pub products_cache: Duration,
 }
 
 #[derive(Clone)]
@@ -288,16 +299,11 @@ impl Settings {
                 reader
                     .problems
                     .push("STRIPE_API_SECRET_KEY is required (sk_test_... or sk_live_...)".into());
-                String::new()
+                None
             }
-            Some(key) if is_stripe_secret_key(key.trim()) => key.trim().to_owned(),
-            Some(_) => {
-                reader.problems.push(
-                    "STRIPE_API_SECRET_KEY must be a secret or restricted key (sk_test_, sk_live_, rk_test_ or rk_live_)"
-                        .into(),
-                );
-                String::new()
-            }
+            Some(key) => SecretKey::parse(&key)
+                .map_err(|e| reader.problems.push(format!("STRIPE_API_SECRET_KEY: {e}")))
+                .ok(),
         };
         let webhook_secrets = match reader.optional("STRIPE_WEBHOOK_SECRET") {
             None => {
@@ -329,6 +335,23 @@ impl Settings {
             raw.parse::<u64>()
                 .map_err(|_| "must be a whole number of seconds".to_owned())
         });
+        let timeout_secs = reader.parsed("STRIPE_TIMEOUT_SECS", 10u64, |raw| {
+            raw.parse::<u64>()
+                .ok()
+                .filter(|n| *n > 0)
+                .ok_or_else(|| "must be a whole number of seconds above 0".to_owned())
+        });
+        let cache_secs = reader.parsed("PRODUCTS_CACHE_SECS", 60u64, |raw| {
+            raw.parse::<u64>()
+                .map_err(|_| "must be a whole number of seconds".to_owned())
+        });
+        let catalog = match reader.optional("CATALOG_FILE") {
+            None => Catalog::builtin(),
+            Some(path) => Catalog::load(std::path::Path::new(path.trim())).unwrap_or_else(|e| {
+                reader.problems.push(format!("CATALOG_FILE: {e}"));
+                Catalog::builtin()
+            }),
+        };
         let frontend_url = reader.url("FRONTEND_URL", "http://localhost:3000");
         let backend_url = reader.url("BACKEND_URL", "http://localhost:8080");
         let port_key = match reader.optional("SERVER_PORT") {
@@ -339,34 +362,47 @@ impl Settings {
             raw.parse::<u16>()
                 .map_err(|_| "must be a port number (0-65535)".to_owned())
         });
+        let defaults = WorkerSettings::default();
+        let max_attempts = reader.parsed("WEBHOOK_MAX_ATTEMPTS", defaults.max_attempts, |raw| {
+            raw.parse::<u32>()
+                .ok()
+                .filter(|n| *n > 0)
+                .ok_or_else(|| "must be a whole number above 0".to_owned())
+        });
+        let retry_base_ms = reader.parsed("WEBHOOK_RETRY_BASE_MS", 1000u64, |raw| {
+            raw.parse::<u64>()
+                .map_err(|_| "must be a whole number of milliseconds".to_owned())
+        });
         let pod_name = reader
             .optional("POD_NAME")
             .unwrap_or_else(|| gethostname::gethostname().to_string_lossy().into_owned());
-        if !reader.problems.is_empty() {
+        let (Some(api_secret_key), true) = (api_secret_key, reader.problems.is_empty()) else {
             return Err(ConfigError {
                 problems: reader.problems,
             });
-        }
+        };
         Ok(Self {
             database,
             stripe: StripeSettings {
-                api_secret_key: SecretString::from(api_secret_key),
+                api_secret_key,
                 webhook_secrets,
                 api_base,
                 webhook_tolerance: Duration::from_secs(tolerance),
+                timeout: Duration::from_secs(timeout_secs),
+                catalog,
+                products_cache: Duration::from_secs(cache_secs),
             },
             frontend_url,
             backend_url,
             port,
             pod_name,
+            worker: WorkerSettings {
+                max_attempts,
+                retry_base: Duration::from_millis(retry_base_ms),
+                ..defaults
+            },
         })
     }
-}
-
-fn is_stripe_secret_key(key: &str) -> bool {
-    ["sk_test_", "sk_live_", "rk_test_", "rk_live_"]
-        .iter()
-        .any(|prefix| key.len() > prefix.len() && key.starts_with(prefix))
 }
 
 /// Logging is configured before the rest, so that configuration errors are logged in the

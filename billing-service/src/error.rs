@@ -63,6 +63,23 @@ impl From<sqlx::Error> for ApiError {
     }
 }
 
+impl From<billing_stripe::StripeError> for ApiError {
+    /// Stripe refusing a request is the caller's problem, and Stripe's message says what; Stripe
+    /// failing is ours, and its details stay in the logs.
+    fn from(e: billing_stripe::StripeError) -> Self {
+        match e {
+            billing_stripe::StripeError::Rejected { message, .. } => Self::BadRequest {
+                code: "stripe_rejected",
+                message,
+            },
+            other => {
+                tracing::error!(error = %chain(&other), "Stripe request failed");
+                Self::BadGateway("Stripe could not be reached; try again shortly".into())
+            }
+        }
+    }
+}
+
 /// Formats an error with its whole `source()` chain, for logs.
 pub fn chain(e: &dyn std::error::Error) -> String {
     let mut out = e.to_string();

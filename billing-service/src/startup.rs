@@ -10,54 +10,94 @@ use std::time::Duration;
 use anyhow::Context;
 use axum::Router;
 use axum::extract::Request;
+use axum::http::{HeaderValue, Method, header};
 use axum::response::Response;
+use billing_stripe::{StripeClient, StripeConfig};
 use tokio::net::TcpListener;
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
+use tower_http::cors::CorsLayer;
 use tower_http::trace::TraceLayer;
 use tracing::Span;
 
 use crate::configuration::Settings;
 use crate::db::Db;
+use crate::metrics::Metrics;
 use crate::migrate::Migrator;
+use crate::products::Products;
 use crate::routes;
+use crate::webhook::handlers::Handlers;
+use crate::webhook::worker::Worker;
 
 /// What every handler can reach.
 #[derive(Clone)]
 pub struct AppState {
     pub db: Db,
     pub settings: Arc<Settings>,
+    pub metrics: Metrics,
+    pub stripe: StripeClient,
+    pub products: Arc<Products>,
+    /// Tells this process's worker that an event was just stored.
+    pub wake_worker: Arc<Notify>,
 }
 
 pub struct Application {
     listener: TcpListener,
     state: AppState,
+    worker: Worker,
 }
 
 impl Application {
     /// Connects to the database (retrying briefly), applies pending migrations and binds the
     /// port.
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        Self::build_with_handlers(settings, Handlers::builtin()).await
+    }
+
+    /// As [`Application::build`], with event handlers of your own (see
+    /// [`crate::webhook::handlers`]).
+    pub async fn build_with_handlers(
+        settings: Settings,
+        handlers: Handlers,
+    ) -> anyhow::Result<Self> {
         let db = Db::connect(&settings.database).await?;
         let migrator = Migrator::embedded(db.engine)?;
         migrator
             .migrate(&db, false)
             .await
             .context("applying database migrations")?;
-        Self::build_with_db(settings, db).await
-    }
-
-    /// Binds the port for an already connected and migrated database.
-    pub async fn build_with_db(settings: Settings, db: Db) -> anyhow::Result<Self> {
         let address = format!("0.0.0.0:{}", settings.port);
         let listener = TcpListener::bind(&address)
             .await
             .with_context(|| format!("binding {address}"))?;
+        let mut stripe_config = StripeConfig::new(settings.stripe.api_secret_key.clone());
+        stripe_config.api_base = settings.stripe.api_base.to_string();
+        stripe_config.timeout = settings.stripe.timeout;
+        let stripe = StripeClient::new(&stripe_config).context("setting up the Stripe client")?;
+        let products = Arc::new(Products::new(
+            settings.stripe.catalog.clone(),
+            settings.stripe.products_cache,
+        ));
+        let metrics = Metrics::default();
+        let wake_worker = Arc::new(Notify::new());
+        let worker = Worker::new(
+            db.clone(),
+            handlers,
+            settings.worker.clone(),
+            metrics.clone(),
+            wake_worker.clone(),
+        );
         Ok(Self {
             listener,
             state: AppState {
                 db,
                 settings: Arc::new(settings),
+                metrics,
+                stripe,
+                products,
+                wake_worker,
             },
+            worker,
         })
     }
 
@@ -69,18 +109,26 @@ impl Application {
         &self.state
     }
 
-    /// Serves until `shutdown` is cancelled, then finishes in-flight requests.
+    /// Serves HTTP and runs the webhook worker until `shutdown` is cancelled; then finishes
+    /// in-flight requests and the worker's current batch.
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> std::io::Result<()> {
         tracing::info!(port = self.port(), "listening");
-        axum::serve(self.listener, router(self.state))
-            .with_graceful_shutdown(shutdown.cancelled_owned())
-            .await
+        let worker = tokio::spawn(self.worker.run_until_stopped(shutdown.clone()));
+        let served = axum::serve(self.listener, router(self.state))
+            .with_graceful_shutdown(shutdown.clone().cancelled_owned())
+            .await;
+        // The server only returns early on an accept error; stop the worker with it.
+        shutdown.cancel();
+        let _ = worker.await;
+        served
     }
 }
 
 /// The whole HTTP surface, with a request span around every request.
 pub fn router(state: AppState) -> Router {
+    let cors = cors(&state.settings.frontend_url);
     routes::router()
+        .layer(cors)
         .layer(
             TraceLayer::new_for_http()
                 .make_span_with(|request: &Request| {
@@ -106,6 +154,21 @@ pub fn router(state: AppState) -> Router {
                 .on_failure(()),
         )
         .with_state(state)
+}
+
+/// The frontend calls with credentials (cookies for the auth proxy), so its origin is named
+/// exactly: a wildcard is not allowed with credentials, and would be wrong anyway.
+fn cors(frontend_url: &url::Url) -> CorsLayer {
+    let origin = frontend_url.origin().ascii_serialization();
+    let mut layer = CorsLayer::new()
+        .allow_methods([Method::GET, Method::POST])
+        .allow_headers([header::CONTENT_TYPE])
+        .allow_credentials(true)
+        .max_age(Duration::from_secs(600));
+    if let Ok(origin) = HeaderValue::from_str(&origin) {
+        layer = layer.allow_origin(origin);
+    }
+    layer
 }
 
 /// Resolves on SIGTERM (Kubernetes stopping the pod) or SIGINT (Ctrl-C).

@@ -52,16 +52,18 @@ impl SignatureHeader {
                 continue;
             }
             let Some((key, value)) = item.split_once('=') else {
-                return Err(SignatureError::Malformed("an item is not of the form key=value"));
+                return Err(SignatureError::Malformed(
+                    "an item is not of the form key=value",
+                ));
             };
             match key {
                 "t" => {
                     if timestamp.is_some() {
                         return Err(SignatureError::Malformed("the timestamp t appears twice"));
                     }
-                    let t = value
-                        .parse::<i64>()
-                        .map_err(|_| SignatureError::Malformed("the timestamp t is not an integer"))?;
+                    let t = value.parse::<i64>().map_err(|_| {
+                        SignatureError::Malformed("the timestamp t is not an integer")
+                    })?;
                     timestamp = Some(t);
                 }
                 "v1" => {
@@ -113,7 +115,10 @@ pub fn verify<S: AsRef<str>>(
     let header = SignatureHeader::parse(header.ok_or(SignatureError::MissingHeader)?)?;
     let matched = secrets.iter().any(|secret| {
         let mac = mac(secret.as_ref(), header.timestamp, payload);
-        header.v1.iter().any(|sig| mac.clone().verify_slice(sig).is_ok())
+        header
+            .v1
+            .iter()
+            .any(|sig| mac.clone().verify_slice(sig).is_ok())
     });
     if !matched {
         return Err(SignatureError::Mismatch);
@@ -166,15 +171,26 @@ mod tests {
         assert_eq!(v(None), SignatureError::MissingHeader);
         assert!(matches!(v(Some("")), SignatureError::Malformed(_)));
         assert!(matches!(v(Some("garbage")), SignatureError::Malformed(_)));
-        assert!(matches!(v(Some("t=abc,v1=00")), SignatureError::Malformed(_)));
-        assert!(matches!(v(Some("t=1,t=2,v1=00")), SignatureError::Malformed(_)));
+        assert!(matches!(
+            v(Some("t=abc,v1=00")),
+            SignatureError::Malformed(_)
+        ));
+        assert!(matches!(
+            v(Some("t=1,t=2,v1=00")),
+            SignatureError::Malformed(_)
+        ));
         assert!(matches!(v(Some("v1=00")), SignatureError::Malformed(_)));
         assert_eq!(v(Some("t=1000,v0=00")), SignatureError::NoV1Signature);
         assert_eq!(v(Some("t=1000,v1=zz")), SignatureError::Mismatch);
         let tampered = header_value(SECRET, 1_000, b"{}");
         assert_eq!(v(Some(&tampered)), SignatureError::Mismatch);
         let old = header_value(SECRET, 1_000 - 301, BODY);
-        assert_eq!(v(Some(&old)), SignatureError::Stale { tolerance_secs: 300 });
+        assert_eq!(
+            v(Some(&old)),
+            SignatureError::Stale {
+                tolerance_secs: 300
+            }
+        );
         let edge = header_value(SECRET, 1_000 - 300, BODY);
         assert!(verify(Some(&edge), BODY, &[SECRET], 300, 1_000).is_ok());
     }

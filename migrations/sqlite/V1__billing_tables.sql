@@ -23,9 +23,8 @@ CREATE TABLE stripe_events (
     last_error      TEXT,
     processed_at_ms BIGINT
 );
--- The worker's claim query: pending events due now, oldest first.
-CREATE INDEX stripe_events_queue_idx ON stripe_events (next_attempt_at_ms, created, id)
-    WHERE status = 'pending';
+-- The worker's claim query: pending events, oldest first (due ones filtered on the way).
+CREATE INDEX stripe_events_queue_idx ON stripe_events (created, id) WHERE status = 'pending';
 CREATE INDEX stripe_events_status_idx ON stripe_events (status, created);
 CREATE INDEX stripe_events_type_idx ON stripe_events (type, created);
 

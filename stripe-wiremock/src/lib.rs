@@ -1,1 +1,329 @@
-//! Test support: Stripe as a wiremock double.
+//! Test support: a stateful Stripe double on wiremock that checks every request against Stripe's
+//! own schemas.
+//!
+//! A plain mock answers what a test told it to, so code that sends a parameter Stripe would
+//! refuse, or that creates the same object twice, still passes. This double instead keeps the
+//! objects it is sent (a list returns what a create made), replays idempotent requests the way
+//! Stripe does, and records a *violation* for anything the real API would not accept. Tests end
+//! with [`StripeDouble::assert_no_violations`].
+//!
+//! # Layout
+//! - [`form`]: Stripe's bracket notation (`a[b][0]=x`) decoded into JSON, coerced by schema.
+//! - [`schema`]: the request schemas from `shared/stripe-openapi/requests.json`.
+//! - [`store`]: the objects and Stripe's behaviour on them (filters, pagination, lookup keys).
+//!
+//! ```no_run
+//! # async fn demo() {
+//! let stripe = stripe_wiremock::StripeDouble::start().await;
+//! // point the code under test at stripe.uri(), run it, then:
+//! assert_eq!(stripe.posts().len(), 0);
+//! stripe.assert_no_violations();
+//! # }
+//! ```
+
+pub mod form;
+pub mod schema;
+pub mod store;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use serde_json::Value;
+use wiremock::matchers::any;
+use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
+
+pub use store::Kind;
+
+/// One request the double received.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RecordedRequest {
+    pub method: String,
+    pub path: String,
+    /// The form body (POST) or query string (GET), decoded and coerced to the schema's types.
+    pub params: Value,
+    /// Header names in lower case.
+    pub headers: BTreeMap<String, String>,
+    /// The status the double answered with.
+    pub status: u16,
+}
+
+impl RecordedRequest {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .get(&name.to_ascii_lowercase())
+            .map(String::as_str)
+    }
+
+    pub fn idempotency_key(&self) -> Option<&str> {
+        self.header("idempotency-key")
+    }
+}
+
+struct Fault {
+    method: String,
+    path: String,
+    status: u16,
+    remaining: usize,
+}
+
+struct Replay {
+    fingerprint: (String, String, Vec<u8>),
+    reply: store::Reply,
+}
+
+#[derive(Default)]
+struct State {
+    store: store::Store,
+    requests: Vec<RecordedRequest>,
+    violations: Vec<String>,
+    faults: Vec<Fault>,
+    delay: Option<Duration>,
+    idempotency: HashMap<String, Replay>,
+}
+
+/// A running Stripe double. Point the code under test at [`uri`](Self::uri).
+pub struct StripeDouble {
+    server: MockServer,
+    state: Arc<Mutex<State>>,
+}
+
+impl StripeDouble {
+    pub async fn start() -> Self {
+        let server = MockServer::start().await;
+        let state = Arc::new(Mutex::new(State::default()));
+        Mock::given(any())
+            .respond_with(Handler {
+                state: Arc::clone(&state),
+            })
+            .mount(&server)
+            .await;
+        Self { server, state }
+    }
+
+    /// The base URL, e.g. `http://127.0.0.1:41234` (no trailing slash, no `/v1`).
+    pub fn uri(&self) -> String {
+        self.server.uri()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        lock(&self.state)
+    }
+
+    /// Every request received, in order.
+    pub fn requests(&self) -> Vec<RecordedRequest> {
+        self.lock().requests.clone()
+    }
+
+    /// The POST requests received, in order: Stripe's writes.
+    pub fn posts(&self) -> Vec<RecordedRequest> {
+        self.requests()
+            .into_iter()
+            .filter(|r| r.method == "POST")
+            .collect()
+    }
+
+    /// Everything the real API would have refused, or that the contract forbids (a create without
+    /// an `Idempotency-Key`), one line each.
+    pub fn violations(&self) -> Vec<String> {
+        self.lock().violations.clone()
+    }
+
+    /// Panics, listing them, if any request broke Stripe's schemas or the contract.
+    #[track_caller]
+    pub fn assert_no_violations(&self) {
+        let violations = self.violations();
+        assert!(
+            violations.is_empty(),
+            "requests Stripe would refuse:\n{}",
+            violations.join("\n")
+        );
+    }
+
+    /// The stored objects of a kind, oldest first, as the API would return them (endpoint
+    /// secrets included, so tests can check what was handed out).
+    pub fn objects(&self, kind: Kind) -> Vec<Value> {
+        self.lock().store.all(kind)
+    }
+
+    /// Creates an object directly, as set-up (not recorded, not checked). `params` are the
+    /// decoded form parameters the API would take, e.g. `{"name": "billing"}` for a product.
+    /// Returns the object, or Stripe's error body.
+    pub fn create(&self, kind: Kind, params: Value) -> Result<Value, Value> {
+        let path = match kind {
+            Kind::Product => "/v1/products",
+            Kind::Price => "/v1/prices",
+            Kind::WebhookEndpoint => "/v1/webhook_endpoints",
+            Kind::Customer => "/v1/customers",
+            Kind::CheckoutSession => "/v1/checkout/sessions",
+            Kind::BillingPortalSession => "/v1/billing_portal/sessions",
+        };
+        match self.lock().store.handle("POST", path, &params) {
+            (200, object) => Ok(object),
+            (_, error) => Err(error),
+        }
+    }
+
+    /// Changes fields of a stored object, as set-up (e.g. a Checkout Session becoming `complete`).
+    pub fn patch(&self, kind: Kind, id: &str, patch: Value) -> Option<Value> {
+        self.lock().store.patch(kind, id, &patch)
+    }
+
+    /// The next `times` requests to `method path` get `status` (429 or 5xx, say) with a Stripe
+    /// error body, and change nothing.
+    pub fn fail_next(&self, method: &str, path: &str, status: u16, times: usize) {
+        self.lock().faults.push(Fault {
+            method: method.to_ascii_uppercase(),
+            path: path.to_owned(),
+            status,
+            remaining: times,
+        });
+    }
+
+    /// Delays every response by `delay` (`None` to stop), to exercise timeouts.
+    pub fn set_delay(&self, delay: Option<Duration>) {
+        self.lock().delay = delay;
+    }
+}
+
+fn lock(state: &Mutex<State>) -> MutexGuard<'_, State> {
+    // A test that panicked while holding the lock has already failed; its state is still the
+    // best evidence for the next assertion.
+    state
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+struct Handler {
+    state: Arc<Mutex<State>>,
+}
+
+impl Respond for Handler {
+    fn respond(&self, request: &Request) -> ResponseTemplate {
+        let mut state = lock(&self.state);
+        let method = request.method.as_str().to_owned();
+        let path = request.url.path().to_owned();
+        let headers: BTreeMap<String, String> = request
+            .headers
+            .iter()
+            .map(|(k, v)| {
+                (
+                    k.as_str().to_owned(),
+                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                )
+            })
+            .collect();
+        let raw: Vec<u8> = if method == "GET" {
+            request.url.query().unwrap_or_default().as_bytes().to_vec()
+        } else {
+            request.body.clone()
+        };
+
+        let mut violations = Vec::new();
+        let op = schema::find(&method, &path);
+        let params = match op {
+            Some(op) => {
+                let (params, errors) = op.check(&raw);
+                violations.extend(errors.into_iter().map(|e| format!("{method} {path}: {e}")));
+                params
+            }
+            None => {
+                violations.push(format!(
+                    "{method} {path}: not an operation in Stripe's API spec"
+                ));
+                form::decode(&raw).unwrap_or_default()
+            }
+        };
+        // What the real API would refuse is answered as it would answer; a create without an
+        // Idempotency-Key is accepted (Stripe would) but still recorded, as our contract forbids it.
+        let refusal = violations.first().cloned().map(|message| (400, message));
+        let authorized = headers
+            .get("authorization")
+            .is_some_and(|a| a.starts_with("Bearer sk_"));
+        if !authorized {
+            violations.push(format!(
+                "{method} {path}: no `Authorization: Bearer sk_...` header"
+            ));
+        }
+        let refusal = if authorized {
+            refusal
+        } else {
+            Some((401, "You did not provide an API key.".to_owned()))
+        };
+        let key = headers.get("idempotency-key").cloned();
+        if op.is_some_and(schema::Operation::creates) && key.is_none() {
+            violations.push(format!(
+                "{method} {path}: a create without an Idempotency-Key"
+            ));
+        }
+
+        let fault = state
+            .faults
+            .iter_mut()
+            .find(|f| f.remaining > 0 && f.method == method && f.path == path)
+            .map(|f| {
+                f.remaining -= 1;
+                f.status
+            });
+        let (status, body, replayed) = if let Some(status) = fault {
+            let (s, b) = store::error(status, "Injected fault from the Stripe double.", None, None);
+            (s, b, false)
+        } else if let Some((status, message)) = refusal {
+            let (s, b) = store::error(status, &message, None, None);
+            (s, b, false)
+        } else {
+            let fingerprint = (method.clone(), path.clone(), raw.clone());
+            match key
+                .as_ref()
+                .filter(|_| method == "POST")
+                .and_then(|k| state.idempotency.get(k))
+            {
+                Some(replay) if replay.fingerprint == fingerprint => {
+                    (replay.reply.0, replay.reply.1.clone(), true)
+                }
+                Some(_) => {
+                    let (s, b) = store::error(
+                        400,
+                        "Keys for idempotent requests can only be used with the same parameters \
+                         they were first used with.",
+                        None,
+                        Some("idempotency_key_in_use"),
+                    );
+                    (s, b, false)
+                }
+                None => {
+                    let (s, b) = state.store.handle(&method, &path, &params);
+                    if let (Some(k), "POST") = (&key, method.as_str()) {
+                        state.idempotency.insert(
+                            k.clone(),
+                            Replay {
+                                fingerprint,
+                                reply: (s, b.clone()),
+                            },
+                        );
+                    }
+                    (s, b, false)
+                }
+            }
+        };
+
+        state.violations.extend(violations);
+        state.requests.push(RecordedRequest {
+            method,
+            path,
+            params,
+            headers,
+            status,
+        });
+        let mut response = ResponseTemplate::new(status)
+            .set_body_json(body)
+            .insert_header("request-id", format!("req_dbl{}", state.requests.len()));
+        if replayed {
+            response = response.insert_header("idempotent-replayed", "true");
+        }
+        if let Some(delay) = state.delay {
+            response = response.set_delay(delay);
+        }
+        response
+    }
+}

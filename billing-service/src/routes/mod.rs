@@ -1,5 +1,7 @@
 //! HTTP routes, one module per area, each with its own `router()`, merged in [`router`].
 
+pub mod billing;
+pub mod metrics;
 pub mod status;
 
 use axum::Router;
@@ -7,5 +9,9 @@ use axum::Router;
 use crate::startup::AppState;
 
 pub fn router() -> Router<AppState> {
-    Router::new().merge(status::router())
+    Router::new()
+        .merge(status::router())
+        .merge(metrics::router())
+        .merge(billing::router())
+        .merge(crate::webhook::receive::router())
 }

@@ -11,7 +11,10 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use billing_service::configuration::{DatabaseSettings, Settings};
 use billing_service::db::Db;
 use billing_service::startup::Application;
-use sqlx::{Connection, Executor};
+use billing_service::webhook::handlers::Handlers;
+use billing_stripe::fixtures::{self, EventSpec};
+use billing_stripe::signature;
+use sqlx::{Connection, Executor, Row};
 use tokio_util::sync::CancellationToken;
 
 pub const WEBHOOK_SECRET: &str = "whsec_test_secret_for_tests";
@@ -133,6 +136,7 @@ pub fn test_settings(db_url: &str) -> Settings {
 
 pub struct TestApp {
     pub address: String,
+    pub db: Db,
     pub client: reqwest::Client,
     shutdown: CancellationToken,
     server: tokio::task::JoinHandle<std::io::Result<()>>,
@@ -145,6 +149,29 @@ impl TestApp {
             .send()
             .await
             .expect("request")
+    }
+
+    /// Posts `body` to the webhook route, signed now with the test secret.
+    pub async fn deliver(&self, body: &str) -> reqwest::Response {
+        let header = signature::header_value(WEBHOOK_SECRET, unix_now(), body.as_bytes());
+        self.deliver_with(body, Some(&header)).await
+    }
+
+    pub async fn deliver_with(&self, body: &str, header: Option<&str>) -> reqwest::Response {
+        let mut request = self
+            .client
+            .post(format!("{}/webhook/stripe", self.address))
+            .header("content-type", "application/json")
+            .body(body.to_owned());
+        if let Some(header) = header {
+            request = request.header("stripe-signature", header);
+        }
+        request.send().await.expect("request")
+    }
+
+    /// Waits until the event has left `pending`, and returns its row.
+    pub async fn wait_processed(&self, id: &str) -> EventState {
+        wait_for_event(&self.db, id, |s| s.status != "pending").await
     }
 
     /// Stops the server the way SIGTERM does and waits for it.
@@ -162,14 +189,75 @@ pub async fn spawn_app(db_url: &str) -> TestApp {
 }
 
 pub async fn spawn_app_with(settings: Settings) -> TestApp {
-    let app = Application::build(settings).await.expect("app builds");
+    spawn_app_with_handlers(settings, Handlers::builtin()).await
+}
+
+pub async fn spawn_app_with_handlers(settings: Settings, handlers: Handlers) -> TestApp {
+    let app = Application::build_with_handlers(settings, handlers)
+        .await
+        .expect("app builds");
     let address = format!("http://127.0.0.1:{}", app.port());
+    let db = app.state().db.clone();
     let shutdown = CancellationToken::new();
     let server = tokio::spawn(app.run_until_stopped(shutdown.clone()));
     TestApp {
         address,
+        db,
         client: reqwest::Client::new(),
         shutdown,
         server,
     }
+}
+
+pub fn unix_now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}
+
+/// A realistic event of `event_type` as JSON text.
+pub fn event_json(spec: &EventSpec) -> String {
+    fixtures::event(spec).expect("fixture").to_string()
+}
+
+#[derive(Debug, Clone)]
+pub struct EventState {
+    pub status: String,
+    pub attempts: i32,
+    pub last_error: Option<String>,
+}
+
+pub async fn event_state(db: &Db, id: &str) -> Option<EventState> {
+    let row = sqlx::query("SELECT status, attempts, last_error FROM stripe_events WHERE id = $1")
+        .bind(id)
+        .fetch_optional(&db.pool)
+        .await
+        .expect("query");
+    row.map(|r| EventState {
+        status: r.get("status"),
+        attempts: r.get("attempts"),
+        last_error: r.get("last_error"),
+    })
+}
+
+pub async fn wait_for_event(db: &Db, id: &str, done: impl Fn(&EventState) -> bool) -> EventState {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        if let Some(state) = event_state(db, id).await.filter(|s| done(s)) {
+            return state;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "event {id} never got there"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+pub async fn count(db: &Db, sql: &'static str) -> i64 {
+    sqlx::query_scalar(sql)
+        .fetch_one(&db.pool)
+        .await
+        .expect("count")
 }

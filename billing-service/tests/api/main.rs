@@ -5,3 +5,4 @@ mod helpers;
 mod migrations;
 mod proxy;
 mod status;
+mod webhooks;

@@ -48,3 +48,18 @@ impl Proxy {
         self.up.send_replace(true);
     }
 }
+
+/// A proxy in front of `db`'s server, and the database URL that goes through it.
+pub async fn proxied(db_url: &str) -> (Proxy, String) {
+    let mut url = url::Url::parse(db_url).expect("database URL");
+    let upstream = format!("{}:{}", url.host_str().unwrap(), url.port().unwrap_or(5432));
+    let upstream = tokio::net::lookup_host(upstream)
+        .await
+        .expect("resolve database host")
+        .next()
+        .expect("database address");
+    let proxy = Proxy::start(upstream).await;
+    url.set_host(Some("127.0.0.1")).unwrap();
+    url.set_port(Some(proxy.addr.port())).unwrap();
+    (proxy, url.to_string())
+}

@@ -5,7 +5,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use crate::helpers::{TestDb, postgres_admin_url, spawn_app, test_databases};
-use crate::proxy::Proxy;
+use crate::proxy::proxied;
 
 #[tokio::test]
 async fn status_routes_answer_like_the_template() {
@@ -35,17 +35,8 @@ async fn readiness_follows_the_database_without_a_restart() {
         return; // needs a server whose connection can be cut; SQLite is a file
     };
     let db = TestDb::postgres(&admin).await;
-    let mut url = url::Url::parse(&db.url).unwrap();
-    let upstream = format!("{}:{}", url.host_str().unwrap(), url.port().unwrap_or(5432));
-    let upstream = tokio::net::lookup_host(upstream)
-        .await
-        .unwrap()
-        .next()
-        .unwrap();
-    let proxy = Proxy::start(upstream).await;
-    url.set_host(Some("127.0.0.1")).unwrap();
-    url.set_port(Some(proxy.addr.port())).unwrap();
-    let app = spawn_app(url.as_str()).await;
+    let (proxy, url) = proxied(&db.url).await;
+    let app = spawn_app(&url).await;
 
     assert_eq!(app.get("/status/ready").await.status(), 200);
 

@@ -1,0 +1,63 @@
+# syntax=docker/dockerfile:1
+#
+# The billing image: `billing-service` (the entrypoint; `serve` by default, `migrate`, `events ...`)
+# and `stripe-setup`, on distroless (glibc, CA certificates, no shell), as a non-root user.
+# The SQL migrations are compiled into billing-service, so the image carries no other files.
+#
+#   docker build -t billing .                      # compiles in the `build` stage (what CI does)
+#   docker run --rm billing --help
+#   docker run --rm --entrypoint stripe-setup billing --help
+#
+# BINARIES=prebuilt copies target/release/{billing-service,stripe-setup} from the build context
+# instead of compiling; they must have been built against Debian 12's glibc (as the `build` stage
+# does), e.g. on a Debian 12 host. See docs/deploying.md ("Building the image without Docker").
+
+ARG RUST_VERSION=1.95
+ARG RUNTIME_IMAGE=gcr.io/distroless/cc-debian12:nonroot
+ARG BINARIES=source
+
+# ---- build: cargo-chef caches the dependency layer, so a code change rebuilds only our crates.
+FROM rust:${RUST_VERSION}-slim-bookworm AS chef
+ARG CARGO_CHEF_VERSION=0.1.78
+RUN cargo install cargo-chef --locked --version "${CARGO_CHEF_VERSION}"
+WORKDIR /src
+
+FROM chef AS planner
+COPY . .
+RUN cargo chef prepare --recipe-path recipe.json
+
+# Only the two shipped packages (and the same selection for cook and build, so cargo's feature
+# unification matches and the cooked layer is reused): the test crates need files from outside
+# this repository.
+FROM chef AS build
+COPY --from=planner /src/recipe.json recipe.json
+RUN cargo chef cook --release --locked -p billing-service -p stripe-setup --recipe-path recipe.json
+COPY . .
+RUN cargo build --release --locked -p billing-service -p stripe-setup \
+    && install -D -m 0755 target/release/billing-service /out/billing-service \
+    && install -D -m 0755 target/release/stripe-setup /out/stripe-setup
+
+FROM scratch AS binaries-source
+COPY --from=build /out/ /
+
+FROM scratch AS binaries-prebuilt
+COPY target/release/billing-service target/release/stripe-setup /
+
+# A stage chosen by BINARIES (hadolint takes it for an untagged image).
+# hadolint ignore=DL3006
+FROM binaries-${BINARIES} AS binaries
+
+# ---- runtime
+FROM ${RUNTIME_IMAGE}
+LABEL org.opencontainers.image.title="billing" \
+      org.opencontainers.image.description="Stripe billing microservice: checkout, products, signed webhooks" \
+      org.opencontainers.image.licenses="MIT"
+COPY --from=binaries /billing-service /stripe-setup /usr/local/bin/
+# The distroless `nonroot` user, numeric so Kubernetes can enforce runAsNonRoot.
+USER 65532:65532
+ENV SERVER_PORT=8080 \
+    LOG_FORMAT=json
+EXPOSE 8080
+# No HEALTHCHECK: there is no shell or curl here; Kubernetes probes /status/alive and /status/ready.
+ENTRYPOINT ["/usr/local/bin/billing-service"]
+CMD ["serve"]

@@ -1,0 +1,289 @@
+//! Starting a subscription: the checks, the user's Stripe customer, the Checkout Session; and
+//! where the browser goes when it comes back.
+//!
+//! Writes to our tables happen only after Stripe has answered, so a Stripe failure leaves
+//! nothing half-written. Every create carries an `Idempotency-Key` derived from what makes the
+//! request what it is, so a double click, or a retry after a lost answer, opens one session.
+
+use std::collections::HashMap;
+
+use billing_stripe::stripe_checkout::checkout_session::{
+    CreateCheckoutSession, CreateCheckoutSessionLineItems, CreateCheckoutSessionSubscriptionData,
+    RetrieveCheckoutSession,
+};
+use billing_stripe::stripe_core::customer::CreateCustomer;
+use billing_stripe::stripe_shared::CheckoutSessionMode;
+use billing_stripe::{StripeClient, idempotency_key};
+use serde::Serialize;
+use sqlx::Row;
+use url::Url;
+
+use crate::auth::{AuthUser, UserId};
+use crate::db::Db;
+use crate::error::ApiError;
+use crate::products::Products;
+use crate::webhook::store::now_ms;
+
+/// Subscription states in which a user must manage the subscription they have (in the portal)
+/// rather than buy a second one.
+const LIVE_STATUSES: &str = "'active', 'trialing', 'past_due', 'unpaid'";
+
+/// How long a double click is recognised as one: the Checkout Session created in the same
+/// window for the same user and price is returned again by Stripe.
+const DEDUPE_WINDOW_SECS: i64 = 600;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CheckoutStarted {
+    #[serde(rename = "sessionId")]
+    pub session_id: String,
+    pub url: Option<String>,
+}
+
+/// What checkout needs from the application.
+pub struct CheckoutContext<'a> {
+    pub db: &'a Db,
+    pub stripe: &'a StripeClient,
+    pub products: &'a Products,
+    pub backend_url: &'a Url,
+}
+
+pub async fn start_checkout(
+    ctx: &CheckoutContext<'_>,
+    user: &AuthUser,
+    price_reference: &str,
+) -> Result<CheckoutStarted, ApiError> {
+    let reference = price_reference.trim();
+    if reference.is_empty() {
+        return Err(ApiError::bad_request(
+            "missing_price",
+            "price_id is required (a price_... id or a lookup key)",
+        ));
+    }
+    let price = ctx
+        .products
+        .find(ctx.stripe, reference)
+        .await?
+        .ok_or_else(|| {
+            ApiError::bad_request(
+                "unknown_price",
+                format!("{reference} is not a subscription price of this catalog"),
+            )
+        })?;
+    if let Some(status) = live_subscription(ctx.db, &user.id).await? {
+        return Err(ApiError::Conflict {
+            code: "already_subscribed",
+            message: format!(
+                "you already have a subscription ({status}); manage it through POST /billing/portal"
+            ),
+        });
+    }
+    let customer = customer_for(ctx.db, ctx.stripe, user).await?;
+    let user_metadata = HashMap::from([("user_id".to_owned(), user.id.as_str().to_owned())]);
+    let mut line_item = CreateCheckoutSessionLineItems::new();
+    line_item.price = Some(price.id.clone());
+    line_item.quantity = Some(1);
+    let mut subscription_data = CreateCheckoutSessionSubscriptionData::new();
+    // So that subscription events name the user even before checkout.session.completed.
+    subscription_data.metadata = Some(user_metadata.clone());
+    let backend = ctx.backend_url.as_str().trim_end_matches('/');
+    let request = CreateCheckoutSession::new()
+        .mode(CheckoutSessionMode::Subscription)
+        .customer(customer.as_str())
+        .client_reference_id(user.id.as_str())
+        .line_items(vec![line_item])
+        .subscription_data(subscription_data)
+        .metadata(user_metadata)
+        .success_url(format!(
+            "{backend}/billing/success?session_id={{CHECKOUT_SESSION_ID}}"
+        ))
+        .cancel_url(format!(
+            "{backend}/billing/cancel?session_id={{CHECKOUT_SESSION_ID}}"
+        ));
+    let window = (now_ms() / 1000 / DEDUPE_WINDOW_SECS).to_string();
+    let key = idempotency_key(
+        "checkout",
+        &[user.id.as_str(), &price.id, &customer, &window],
+    );
+    let session = ctx.stripe.send_idempotent(&request, &key).await?;
+    tracing::info!(user_id = user.id.as_str(), price_id = %price.id, session_id = %session.id, "checkout session created");
+    Ok(CheckoutStarted {
+        session_id: session.id.to_string(),
+        url: session.url,
+    })
+}
+
+/// The status of the user's current live subscription, if any.
+async fn live_subscription(db: &Db, user: &UserId) -> Result<Option<String>, sqlx::Error> {
+    let sql = format!(
+        "SELECT status FROM subscriptions WHERE user_id = $1 AND status IN ({LIVE_STATUSES}) LIMIT 1"
+    );
+    // Only a constant list is spliced in.
+    sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+        .bind(user.as_str())
+        .fetch_optional(&db.pool)
+        .await
+}
+
+/// The user's Stripe customer id, as recorded, if any.
+pub async fn stored_customer(db: &Db, user: &UserId) -> Result<Option<String>, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT stripe_customer_id FROM customers
+         WHERE user_id = $1 AND deleted = FALSE
+         ORDER BY updated_at_ms DESC LIMIT 1",
+    )
+    .bind(user.as_str())
+    .fetch_optional(&db.pool)
+    .await
+}
+
+/// The user's Stripe customer: the one we recorded, or a new one (with `metadata[user_id]`),
+/// recorded once Stripe has made it. The key is the user's, so two concurrent first checkouts
+/// get the same customer from Stripe.
+async fn customer_for(db: &Db, stripe: &StripeClient, user: &AuthUser) -> Result<String, ApiError> {
+    if let Some(customer) = stored_customer(db, &user.id).await? {
+        return Ok(customer);
+    }
+    let request = CreateCustomer::new()
+        .email(user.email.as_str())
+        .metadata(HashMap::from([(
+            "user_id".to_owned(),
+            user.id.as_str().to_owned(),
+        )]));
+    let key = idempotency_key("customer", &[user.id.as_str()]);
+    let customer = stripe.send_idempotent(&request, &key).await?;
+    let now = now_ms();
+    // event_created = 0: customer.* events, whenever they come, still apply.
+    sqlx::query(
+        "INSERT INTO customers (stripe_customer_id, user_id, email, event_created, created_at_ms, updated_at_ms)
+         VALUES ($1, $2, $3, 0, $4, $4)
+         ON CONFLICT (stripe_customer_id) DO UPDATE SET user_id = COALESCE(customers.user_id, excluded.user_id)",
+    )
+    .bind(customer.id.as_str())
+    .bind(user.id.as_str())
+    .bind(user.email.as_str())
+    .bind(now)
+    .execute(&db.pool)
+    .await?;
+    Ok(customer.id.to_string())
+}
+
+/// Where the browser goes after Checkout: always the frontend's confirmation page (never a URL
+/// taken from the request), with what the session says, or `payment_status=unknown` when the
+/// session cannot be read.
+pub async fn confirmation_after_success(
+    stripe: &StripeClient,
+    frontend_url: &Url,
+    session_id: Option<&str>,
+) -> Url {
+    let Some(id) = session_id.filter(|id| is_session_id(id)) else {
+        return confirmation(frontend_url, &[("payment_status", "unknown")]);
+    };
+    match stripe.send(&RetrieveCheckoutSession::new(id)).await {
+        Ok(session) => {
+            let amount = session
+                .amount_total
+                .map(|a| a.to_string())
+                .unwrap_or_default();
+            let currency = session.currency.map(|c| c.to_string()).unwrap_or_default();
+            let customer = session
+                .customer
+                .as_ref()
+                .map(|c| c.id().to_string())
+                .unwrap_or_default();
+            let reference = session.client_reference_id.unwrap_or_default();
+            confirmation(
+                frontend_url,
+                &[
+                    ("payment_status", session.payment_status.as_str()),
+                    ("amount", &amount),
+                    ("currency", &currency),
+                    ("customer", &customer),
+                    ("reference", &reference),
+                ],
+            )
+        }
+        Err(e) => {
+            tracing::warn!(session_id = id, error = %e, "cannot read the Checkout Session after success");
+            confirmation(frontend_url, &[("payment_status", "unknown")])
+        }
+    }
+}
+
+pub fn confirmation_after_cancel(frontend_url: &Url, session_id: Option<&str>) -> Url {
+    let reference = session_id
+        .filter(|id| is_session_id(id))
+        .unwrap_or_default();
+    confirmation(
+        frontend_url,
+        &[("payment_status", "canceled"), ("session_id", reference)],
+    )
+}
+
+fn is_session_id(id: &str) -> bool {
+    id.starts_with("cs_")
+        && id.len() <= 255
+        && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+}
+
+fn confirmation(frontend_url: &Url, params: &[(&str, &str)]) -> Url {
+    let mut url = frontend_url.clone();
+    let path = format!("{}/billing/confirmation", url.path().trim_end_matches('/'));
+    url.set_path(&path);
+    url.set_fragment(None);
+    url.query_pairs_mut().clear().extend_pairs(params);
+    url
+}
+
+/// The user's subscription as our tables know it, for `GET /billing/subscription`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SubscriptionView {
+    pub status: String,
+    pub price_id: Option<String>,
+    pub current_period_end: Option<i64>,
+    pub cancel_at_period_end: bool,
+}
+
+pub async fn current_subscription(
+    db: &Db,
+    user: &UserId,
+) -> Result<Option<SubscriptionView>, sqlx::Error> {
+    let sql = format!(
+        "SELECT status, price_id, current_period_end,
+                CAST(cancel_at_period_end AS INTEGER) AS cancel_at_period_end
+         FROM subscriptions WHERE user_id = $1
+         ORDER BY CASE WHEN status IN ({LIVE_STATUSES}) THEN 0 ELSE 1 END, updated_at_ms DESC
+         LIMIT 1"
+    );
+    let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(user.as_str())
+        .fetch_optional(&db.pool)
+        .await?;
+    row.map(|r| {
+        Ok(SubscriptionView {
+            status: r.try_get("status")?,
+            price_id: r.try_get("price_id")?,
+            current_period_end: r.try_get("current_period_end")?,
+            // The Any driver cannot decode SQLite booleans: read as an integer.
+            cancel_at_period_end: r.try_get::<i32, _>("cancel_at_period_end")? == 1,
+        })
+    })
+    .transpose()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn confirmation_stays_on_the_frontend() {
+        let frontend = Url::parse("https://app.example.com/shop/").unwrap();
+        let url = confirmation_after_cancel(&frontend, Some("cs_test_1"));
+        assert_eq!(
+            url.as_str(),
+            "https://app.example.com/shop/billing/confirmation?payment_status=canceled&session_id=cs_test_1"
+        );
+        let hostile = confirmation_after_cancel(&frontend, Some("https://evil.example/&x=1"));
+        assert_eq!(hostile.host_str(), Some("app.example.com"));
+        assert!(!hostile.as_str().contains("evil"));
+    }
+}

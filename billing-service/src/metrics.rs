@@ -1,0 +1,110 @@
+//! Prometheus metrics, served as text on `GET /metrics`.
+//!
+//! A registry per application (not a global recorder) so that tests running several apps in
+//! one process each see their own numbers.
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicI64;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResultLabel {
+    result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ProcessedLabels {
+    r#type: String,
+    outcome: &'static str,
+}
+
+#[derive(Clone)]
+pub struct Metrics {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    registry: Registry,
+    received: Family<ResultLabel, Counter>,
+    processed: Family<ProcessedLabels, Counter>,
+    queue_depth: Gauge<i64, AtomicI64>,
+    latency: Histogram,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("billing");
+        let received = Family::<ResultLabel, Counter>::default();
+        registry.register(
+            "webhook_events_received",
+            "Webhook deliveries by result (accepted, duplicate, bad_signature, stale, malformed, too_large, unavailable)",
+            received.clone(),
+        );
+        let processed = Family::<ProcessedLabels, Counter>::default();
+        registry.register(
+            "webhook_events_processed",
+            "Processing attempts by event type and outcome (processed, ignored, retry, failed)",
+            processed.clone(),
+        );
+        let queue_depth = Gauge::<i64, AtomicI64>::default();
+        registry.register(
+            "webhook_queue_depth",
+            "Stored events waiting to be processed",
+            queue_depth.clone(),
+        );
+        let latency = Histogram::new(exponential_buckets(0.001, 2.0, 16));
+        registry.register(
+            "webhook_processing_latency_seconds",
+            "From storing an event to processing it",
+            latency.clone(),
+        );
+        Self {
+            inner: Arc::new(Inner {
+                registry,
+                received,
+                processed,
+                queue_depth,
+                latency,
+            }),
+        }
+    }
+}
+
+impl Metrics {
+    pub fn received(&self, result: &'static str) {
+        self.inner
+            .received
+            .get_or_create(&ResultLabel { result })
+            .inc();
+    }
+
+    pub fn processed(&self, event_type: &str, outcome: &'static str, latency_secs: Option<f64>) {
+        self.inner
+            .processed
+            .get_or_create(&ProcessedLabels {
+                r#type: event_type.to_owned(),
+                outcome,
+            })
+            .inc();
+        if let Some(latency) = latency_secs {
+            self.inner.latency.observe(latency);
+        }
+    }
+
+    /// The text exposition, with the queue depth as just measured.
+    pub fn encode(&self, queue_depth: Option<i64>) -> String {
+        if let Some(depth) = queue_depth {
+            self.inner.queue_depth.set(depth);
+        }
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.inner.registry);
+        out
+    }
+}

@@ -1,0 +1,114 @@
+//! The billing API the frontend calls. Thin: each handler reads the request, calls
+//! [`crate::checkout`], [`crate::products`] or [`crate::portal`], and shapes the reply.
+
+use axum::body::Bytes;
+use axum::extract::{Query, State};
+use axum::response::Redirect;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::auth::AuthUser;
+use crate::checkout::{
+    CheckoutContext, CheckoutStarted, SubscriptionView, confirmation_after_cancel,
+    confirmation_after_success, current_subscription, start_checkout,
+};
+use crate::error::ApiError;
+use crate::portal::open_portal;
+use crate::products::ProductPrice;
+use crate::startup::AppState;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/billing/products", get(products))
+        .route("/billing/checkout", post(checkout))
+        .route("/billing/success", get(success))
+        .route("/billing/cancel", get(cancel))
+        .route("/billing/subscription", get(subscription))
+        .route("/billing/portal", post(portal))
+}
+
+async fn products(State(state): State<AppState>) -> Result<Json<Vec<ProductPrice>>, ApiError> {
+    let prices = state.products.list(&state.stripe).await?;
+    Ok(Json(prices.as_ref().clone()))
+}
+
+#[derive(Deserialize)]
+struct PriceQuery {
+    price_id: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct CheckoutBody {
+    price_id: String,
+}
+
+/// `{"price_id": ...}` in the body, or `?price_id=` when the body is empty.
+async fn checkout(
+    State(state): State<AppState>,
+    user: AuthUser,
+    Query(query): Query<PriceQuery>,
+    body: Bytes,
+) -> Result<Json<CheckoutStarted>, ApiError> {
+    let price = if body.iter().all(u8::is_ascii_whitespace) {
+        query.price_id.unwrap_or_default()
+    } else {
+        serde_json::from_slice::<CheckoutBody>(&body)
+            .map_err(|e| {
+                ApiError::bad_request(
+                    "invalid_json",
+                    format!("the body is not {{\"price_id\": \"...\"}}: {e}"),
+                )
+            })?
+            .price_id
+    };
+    let ctx = CheckoutContext {
+        db: &state.db,
+        stripe: &state.stripe,
+        products: &state.products,
+        backend_url: &state.settings.backend_url,
+    };
+    Ok(Json(start_checkout(&ctx, &user, &price).await?))
+}
+
+#[derive(Deserialize)]
+struct SessionQuery {
+    session_id: Option<String>,
+}
+
+async fn success(State(state): State<AppState>, Query(q): Query<SessionQuery>) -> Redirect {
+    let url = confirmation_after_success(
+        &state.stripe,
+        &state.settings.frontend_url,
+        q.session_id.as_deref(),
+    )
+    .await;
+    Redirect::to(url.as_str())
+}
+
+async fn cancel(State(state): State<AppState>, Query(q): Query<SessionQuery>) -> Redirect {
+    let url = confirmation_after_cancel(&state.settings.frontend_url, q.session_id.as_deref());
+    Redirect::to(url.as_str())
+}
+
+async fn subscription(
+    State(state): State<AppState>,
+    user: AuthUser,
+) -> Result<Json<SubscriptionView>, ApiError> {
+    current_subscription(&state.db, &user.id)
+        .await?
+        .map(Json)
+        .ok_or_else(|| ApiError::NotFound("no subscription".into()))
+}
+
+async fn portal(State(state): State<AppState>, user: AuthUser) -> Result<Json<Value>, ApiError> {
+    let url = open_portal(
+        &state.db,
+        &state.stripe,
+        &state.settings.frontend_url,
+        &user,
+    )
+    .await?;
+    Ok(Json(json!({ "url": url })))
+}

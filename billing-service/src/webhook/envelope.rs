@@ -1,0 +1,152 @@
+//! The part of a Stripe event every delivery must have, read after the signature is verified.
+//!
+//! Only the envelope is parsed here; the raw bytes are stored as they came, and the object is
+//! read later by the handler for its type. Unknown fields are ignored, so a newer API version
+//! never makes a delivery fail.
+
+use serde::Deserialize;
+
+/// A Stripe event id (`evt_...`), the key that makes a repeat delivery recognisable.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StripeEventId(String);
+
+impl StripeEventId {
+    pub fn parse(raw: &str) -> Result<Self, EnvelopeError> {
+        let valid = raw.starts_with("evt_")
+            && raw.len() > 4
+            && raw.len() <= 255
+            && raw.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+        match valid {
+            true => Ok(Self(raw.to_owned())),
+            false => Err(EnvelopeError(
+                "id is not a Stripe event id (evt_...)".into(),
+            )),
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("the body is not a Stripe event: {0}")]
+pub struct EnvelopeError(pub String);
+
+/// What we store beside the raw JSON.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Envelope {
+    pub id: StripeEventId,
+    pub event_type: String,
+    pub created: i64,
+    pub livemode: bool,
+    pub api_version: Option<String>,
+    /// The connected account, for Connect events.
+    pub account: Option<String>,
+    /// `data.object.id`, so an operator can find every event about one object.
+    pub object_id: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct Raw<'a> {
+    #[serde(borrow)]
+    id: &'a str,
+    #[serde(default, borrow)]
+    object: Option<&'a str>,
+    #[serde(rename = "type", borrow)]
+    event_type: &'a str,
+    created: i64,
+    livemode: bool,
+    #[serde(default)]
+    api_version: Option<String>,
+    #[serde(default)]
+    account: Option<String>,
+    data: RawData,
+}
+
+#[derive(Deserialize)]
+struct RawData {
+    object: RawObject,
+}
+
+#[derive(Deserialize)]
+struct RawObject {
+    #[serde(default)]
+    id: Option<String>,
+}
+
+impl Envelope {
+    pub fn parse(body: &[u8]) -> Result<Self, EnvelopeError> {
+        let raw: Raw<'_> =
+            serde_json::from_slice(body).map_err(|e| EnvelopeError(e.to_string()))?;
+        if raw.object.is_some_and(|o| o != "event") {
+            return Err(EnvelopeError("object is not \"event\"".into()));
+        }
+        if raw.event_type.is_empty() || raw.event_type.len() > 255 {
+            return Err(EnvelopeError("type is empty or too long".into()));
+        }
+        if raw.created <= 0 {
+            return Err(EnvelopeError("created is not a unix time".into()));
+        }
+        Ok(Self {
+            id: StripeEventId::parse(raw.id)?,
+            event_type: raw.event_type.to_owned(),
+            created: raw.created,
+            livemode: raw.livemode,
+            api_version: raw.api_version,
+            account: raw.account,
+            object_id: raw.data.object.id,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn reads_a_real_event_and_ignores_unknown_fields() {
+        let body =
+            br#"{"id":"evt_1NG8Du2eZvKYlo2CUI79vXWy","object":"event","api_version":"2019-02-19",
+            "created":1686089970,"livemode":false,"pending_webhooks":0,"new_field":{"x":1},
+            "request":{"id":null,"idempotency_key":null},"type":"customer.created",
+            "data":{"object":{"id":"cus_1","object":"customer"}}}"#;
+        let e = Envelope::parse(body).unwrap();
+        assert_eq!(e.id.as_str(), "evt_1NG8Du2eZvKYlo2CUI79vXWy");
+        assert_eq!(e.event_type, "customer.created");
+        assert_eq!(e.created, 1_686_089_970);
+        assert_eq!(e.api_version.as_deref(), Some("2019-02-19"));
+        assert_eq!(e.object_id.as_deref(), Some("cus_1"));
+        assert!(e.account.is_none());
+    }
+
+    #[test]
+    fn refuses_what_is_not_an_event() {
+        for body in [
+            &b"not json"[..],
+            br#"[]"#,
+            br#"{"id":"evt_1","type":"x","created":1,"livemode":false}"#,
+            br#"{"id":"cus_1","type":"x","created":1,"livemode":false,"data":{"object":{}}}"#,
+            br#"{"id":"evt_1","type":"","created":1,"livemode":false,"data":{"object":{}}}"#,
+            br#"{"id":"evt_1","type":"x","created":"1","livemode":false,"data":{"object":{}}}"#,
+            br#"{"id":"evt_1","object":"charge","type":"x","created":1,"livemode":false,"data":{"object":{}}}"#,
+            br#"{"id":"evt_1; DROP","type":"x","created":1,"livemode":false,"data":{"object":{}}}"#,
+        ] {
+            assert!(Envelope::parse(body).is_err(), "{}", String::from_utf8_lossy(body));
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn never_panics(body in proptest::collection::vec(any::<u8>(), 0..512)) {
+            let _ = Envelope::parse(&body);
+        }
+
+        #[test]
+        fn never_panics_on_near_events(id in "[a-z_0-9]{0,12}", t in "[a-z.]{0,20}", created in any::<i64>()) {
+            let body = format!(r#"{{"id":"{id}","type":"{t}","created":{created},"livemode":true,"data":{{"object":{{"id":"x"}}}}}}"#);
+            let _ = Envelope::parse(body.as_bytes());
+        }
+    }
+}

@@ -1,0 +1,68 @@
+//! `invoice.paid` / `invoice.payment_failed` → the subscription's payment state, ordered by the
+//! invoice events' own `created` (independently of the subscription's events).
+
+use serde::Deserialize;
+use sqlx::AnyConnection;
+
+use super::subscriptions::ensure_placeholder;
+use super::{Event, EventHandler, HandlerError, ObjectId, id};
+use crate::webhook::store::now_ms;
+
+#[derive(Deserialize)]
+struct Invoice {
+    id: String,
+    customer: Option<ObjectId>,
+    /// Before API version 2025-03-31.
+    subscription: Option<ObjectId>,
+    /// Since 2025-03-31 the subscription is under `parent.subscription_details`.
+    parent: Option<Parent>,
+}
+
+#[derive(Deserialize)]
+struct Parent {
+    subscription_details: Option<SubscriptionDetails>,
+}
+
+#[derive(Deserialize)]
+struct SubscriptionDetails {
+    subscription: Option<ObjectId>,
+}
+
+pub struct Invoices;
+
+#[async_trait::async_trait]
+impl EventHandler for Invoices {
+    async fn handle(&self, conn: &mut AnyConnection, event: &Event) -> Result<(), HandlerError> {
+        let invoice: Invoice = event.object()?;
+        let subscription = id(&invoice.subscription).or_else(|| {
+            invoice
+                .parent
+                .as_ref()
+                .and_then(|p| p.subscription_details.as_ref())
+                .and_then(|d| id(&d.subscription))
+        });
+        let Some(subscription) = subscription else {
+            return Ok(()); // a one-off invoice: no subscription to update
+        };
+        let customer = id(&invoice.customer)
+            .ok_or_else(|| HandlerError::Invalid("data.object: missing field `customer`".into()))?;
+        let status = match event.event_type.as_str() {
+            "invoice.paid" => "paid",
+            _ => "payment_failed",
+        };
+        ensure_placeholder(conn, subscription, customer, None).await?;
+        sqlx::query(
+            "UPDATE subscriptions SET
+                payment_status = $1, latest_invoice_id = $2, payment_event_created = $3, updated_at_ms = $4
+             WHERE id = $5 AND payment_event_created <= $3",
+        )
+        .bind(status)
+        .bind(&invoice.id)
+        .bind(event.created)
+        .bind(now_ms())
+        .bind(subscription)
+        .execute(conn)
+        .await?;
+        Ok(())
+    }
+}

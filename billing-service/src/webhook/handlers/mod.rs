@@ -1,0 +1,164 @@
+//! What each event type does to our tables, and the place to add behaviour of your own.
+//!
+//! A handler gets the worker's transaction and the event; the worker marks the event processed
+//! in that same transaction, so a handler's writes and "processed" commit together or not at
+//! all. Handlers must be idempotent (an event may be delivered, or replayed, more than once) and
+//! order-safe: every table keeps the `created` of the newest event applied to a row, and an
+//! older event never overwrites it.
+//!
+//! # Adding behaviour
+//! ```no_run
+//! use billing_service::webhook::handlers::{Event, EventHandler, HandlerError, Handlers};
+//! use sqlx::AnyConnection;
+//!
+//! struct WelcomeEmail;
+//!
+//! #[async_trait::async_trait]
+//! impl EventHandler for WelcomeEmail {
+//!     async fn handle(&self, conn: &mut AnyConnection, event: &Event) -> Result<(), HandlerError> {
+//!         // e.g. insert into an outbox table in the same transaction; a mailer sends it later.
+//!         Ok(())
+//!     }
+//! }
+//!
+//! let handlers = Handlers::builtin().on("customer.subscription.created", WelcomeEmail);
+//! ```
+//! Added handlers run after the built-in one for the same type, in the same transaction. Keep
+//! slow calls (HTTP, SMTP) out of them: write an outbox row instead, so the row lock is short.
+
+mod charges;
+mod checkout;
+mod customers;
+mod invoices;
+mod schedules;
+mod subscriptions;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Deserializer};
+use sqlx::AnyConnection;
+
+/// A stored event, as handlers see it.
+#[derive(Debug, Clone)]
+pub struct Event {
+    pub id: String,
+    pub event_type: String,
+    pub created: i64,
+    pub payload: serde_json::Value,
+}
+
+impl Event {
+    /// `data.object` read as `T`. Unknown fields are ignored; a missing field `T` needs is an
+    /// error that names it, recorded on the event's row.
+    pub fn object<T: DeserializeOwned>(&self) -> Result<T, HandlerError> {
+        let object = self
+            .payload
+            .pointer("/data/object")
+            .ok_or_else(|| HandlerError::Invalid("the event has no data.object".into()))?;
+        T::deserialize(object).map_err(|e| HandlerError::Invalid(format!("data.object: {e}")))
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum HandlerError {
+    /// The event cannot be handled as it is: retrying will not help, so it is parked as
+    /// `failed` at once (an operator can replay it after a fix).
+    #[error("{0}")]
+    Invalid(String),
+    /// Worth retrying with backoff.
+    #[error(transparent)]
+    Database(#[from] sqlx::Error),
+    /// A custom handler's failure; retried with backoff.
+    #[error(transparent)]
+    Other(#[from] anyhow::Error),
+}
+
+#[async_trait::async_trait]
+pub trait EventHandler: Send + Sync + 'static {
+    async fn handle(&self, conn: &mut AnyConnection, event: &Event) -> Result<(), HandlerError>;
+}
+
+/// Event type → the handlers to run, in order.
+#[derive(Clone, Default)]
+pub struct Handlers {
+    by_type: HashMap<String, Vec<Arc<dyn EventHandler>>>,
+}
+
+impl Handlers {
+    /// The handlers this service ships with.
+    pub fn builtin() -> Self {
+        let mut handlers = Self::default();
+        for t in ["customer.created", "customer.updated", "customer.deleted"] {
+            handlers = handlers.on(t, customers::Customers);
+        }
+        for t in [
+            "charge.succeeded",
+            "charge.failed",
+            "charge.refunded",
+            "charge.updated",
+        ] {
+            handlers = handlers.on(t, charges::Charges);
+        }
+        for t in [
+            "customer.subscription.created",
+            "customer.subscription.updated",
+            "customer.subscription.deleted",
+        ] {
+            handlers = handlers.on(t, subscriptions::Subscriptions);
+        }
+        for t in [
+            "subscription_schedule.created",
+            "subscription_schedule.updated",
+            "subscription_schedule.canceled",
+            "subscription_schedule.released",
+            "subscription_schedule.completed",
+        ] {
+            handlers = handlers.on(t, schedules::Schedules);
+        }
+        for t in ["invoice.paid", "invoice.payment_failed"] {
+            handlers = handlers.on(t, invoices::Invoices);
+        }
+        handlers.on("checkout.session.completed", checkout::CheckoutCompleted)
+    }
+
+    /// Adds a handler for `event_type`, after those already there.
+    pub fn on(mut self, event_type: &str, handler: impl EventHandler) -> Self {
+        self.by_type
+            .entry(event_type.to_owned())
+            .or_default()
+            .push(Arc::new(handler));
+        self
+    }
+
+    /// The handlers for a type; empty means the type is ignored.
+    pub fn for_type(&self, event_type: &str) -> &[Arc<dyn EventHandler>] {
+        self.by_type
+            .get(event_type)
+            .map(Vec::as_slice)
+            .unwrap_or(&[])
+    }
+}
+
+/// A reference to another Stripe object: its id, or the object itself when expanded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectId(pub String);
+
+impl<'de> Deserialize<'de> for ObjectId {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Either {
+            Id(String),
+            Expanded { id: String },
+        }
+        Ok(match Either::deserialize(deserializer)? {
+            Either::Id(id) | Either::Expanded { id } => Self(id),
+        })
+    }
+}
+
+fn id(object: &Option<ObjectId>) -> Option<&str> {
+    object.as_ref().map(|o| o.0.as_str())
+}

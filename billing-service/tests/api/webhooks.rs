@@ -1,0 +1,645 @@
+//! `POST /webhook/stripe` and the worker, on every engine: deliveries signed as Stripe signs
+//! them, each bad form refused, each event stored once and processed into the tables.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use billing_service::db::Db;
+use billing_service::webhook::handlers::{Event, EventHandler, HandlerError, Handlers};
+use billing_service::webhook::receive::accept_delivery;
+use billing_stripe::fixtures::EventSpec;
+use billing_stripe::signature::header_value;
+use serde_json::{Value, json};
+use sqlx::{AnyConnection, Row};
+
+use crate::helpers::{
+    TestDb, WEBHOOK_SECRET, count, event_json, event_state, postgres_admin_url, spawn_app,
+    spawn_app_with, spawn_app_with_handlers, test_databases, test_settings, unix_now,
+};
+use crate::proxy::proxied;
+
+fn spec(event_type: &str, id: &str, created: i64) -> EventSpec {
+    EventSpec {
+        created,
+        ..EventSpec::new(event_type, id)
+    }
+}
+
+/// Counts calls, and fails the first `fail_first` of them.
+#[derive(Clone, Default)]
+struct Probe {
+    calls: Arc<AtomicUsize>,
+    fail_first: usize,
+}
+
+#[async_trait::async_trait]
+impl EventHandler for Probe {
+    async fn handle(&self, _: &mut AnyConnection, _: &Event) -> Result<(), HandlerError> {
+        let n = self.calls.fetch_add(1, Ordering::SeqCst);
+        if n < self.fail_first {
+            return Err(HandlerError::Other(anyhow::anyhow!("injected failure {n}")));
+        }
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn a_signed_event_is_stored_then_processed_and_a_repeat_is_acknowledged() {
+    for db in test_databases().await {
+        let app = spawn_app(&db.url).await;
+        let body = event_json(&EventSpec {
+            user_id: "user-42".into(),
+            email: "u42@example.com".into(),
+            ..spec("customer.created", "evt_first", unix_now())
+        });
+
+        let first = app.deliver(&body).await;
+        assert_eq!(first.status(), 200, "{}", db.engine);
+        assert_eq!(
+            first.json::<Value>().await.unwrap(),
+            json!({"received": true, "id": "evt_first", "duplicate": false})
+        );
+        let again: Value = app.deliver(&body).await.json().await.unwrap();
+        assert_eq!(again["duplicate"], true);
+
+        assert_eq!(app.wait_processed("evt_first").await.status, "processed");
+        let row = sqlx::query("SELECT user_id, email FROM customers")
+            .fetch_one(&app.db.pool)
+            .await
+            .unwrap();
+        assert_eq!(row.get::<String, _>("user_id"), "user-42");
+        assert_eq!(row.get::<String, _>("email"), "u42@example.com");
+        assert_eq!(
+            count(&app.db, "SELECT COUNT(*) FROM stripe_events").await,
+            1
+        );
+
+        // The raw bytes are kept exactly as Stripe sent them.
+        let stored: String = sqlx::query_scalar("SELECT payload FROM stripe_events")
+            .fetch_one(&app.db.pool)
+            .await
+            .unwrap();
+        assert_eq!(stored, body);
+
+        let metrics = app.get("/metrics").await.text().await.unwrap();
+        assert!(
+            metrics.contains(r#"billing_webhook_events_received_total{result="accepted"} 1"#),
+            "{metrics}"
+        );
+        assert!(metrics.contains(r#"billing_webhook_events_received_total{result="duplicate"} 1"#));
+        assert!(metrics.contains(
+            r#"billing_webhook_events_processed_total{type="customer.created",outcome="processed"} 1"#
+        ));
+        assert!(
+            metrics.contains("billing_webhook_queue_depth 0"),
+            "{metrics}"
+        );
+        app.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn every_bad_delivery_is_refused_with_its_reason_and_nothing_is_stored() {
+    for db in test_databases().await {
+        let app = spawn_app(&db.url).await;
+        let body = event_json(&spec("charge.succeeded", "evt_bad", unix_now()));
+        let now = unix_now();
+        let good_sig = header_value(WEBHOOK_SECRET, now, body.as_bytes());
+        let cases: Vec<(&str, Option<String>, String, u16, &str)> = vec![
+            ("no header", None, body.clone(), 400, "missing_signature"),
+            (
+                "garbled",
+                Some("garbage".into()),
+                body.clone(),
+                400,
+                "malformed_signature",
+            ),
+            (
+                "no timestamp",
+                Some("v1=00".into()),
+                body.clone(),
+                400,
+                "malformed_signature",
+            ),
+            (
+                "bad timestamp",
+                Some(format!(
+                    "t=soon,{}",
+                    &good_sig[good_sig.find("v1").unwrap()..]
+                )),
+                body.clone(),
+                400,
+                "malformed_signature",
+            ),
+            (
+                "only v0",
+                Some(format!("t={now},v0=abc")),
+                body.clone(),
+                400,
+                "no_v1_signature",
+            ),
+            (
+                "wrong secret",
+                Some(header_value("whsec_other", now, body.as_bytes())),
+                body.clone(),
+                400,
+                "bad_signature",
+            ),
+            (
+                "tampered body",
+                Some(good_sig.clone()),
+                body.replace("evt_bad", "evt_bae"),
+                400,
+                "bad_signature",
+            ),
+            (
+                "stale",
+                Some(header_value(WEBHOOK_SECRET, now - 301, body.as_bytes())),
+                body.clone(),
+                400,
+                "stale_signature",
+            ),
+            (
+                "not an event",
+                Some(header_value(WEBHOOK_SECRET, now, b"{\"hello\":1}")),
+                "{\"hello\":1}".into(),
+                400,
+                "malformed_event",
+            ),
+            (
+                "not json",
+                Some(header_value(WEBHOOK_SECRET, now, b"<xml/>")),
+                "<xml/>".into(),
+                400,
+                "malformed_event",
+            ),
+        ];
+        for (name, header, body, status, code) in cases {
+            let response = app.deliver_with(&body, header.as_deref()).await;
+            assert_eq!(response.status(), status, "{name} on {}", db.engine);
+            let error: Value = response.json().await.unwrap();
+            assert_eq!(error["error"]["code"], code, "{name}: {error}");
+            let message = error["error"]["message"].as_str().unwrap();
+            assert!(!message.contains(WEBHOOK_SECRET), "{name} leaks the secret");
+        }
+
+        let huge = format!("{{\"pad\":\"{}\"}}", "x".repeat(1024 * 1024));
+        let header = header_value(WEBHOOK_SECRET, now, huge.as_bytes());
+        let response = app.deliver_with(&huge, Some(&header)).await;
+        assert_eq!(response.status(), 413);
+        let error: Value = response.json().await.unwrap();
+        assert_eq!(error["error"]["code"], "payload_too_large");
+
+        assert_eq!(
+            count(&app.db, "SELECT COUNT(*) FROM stripe_events").await,
+            0
+        );
+        let metrics = app.get("/metrics").await.text().await.unwrap();
+        for line in [
+            r#"result="bad_signature"} 7"#,
+            r#"result="stale"} 1"#,
+            r#"result="malformed"} 2"#,
+            r#"result="too_large"} 1"#,
+        ] {
+            assert!(metrics.contains(line), "{line} not in {metrics}");
+        }
+        app.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn rotation_accepts_either_secret_and_any_of_several_signatures() {
+    for db in test_databases().await {
+        let mut settings = test_settings(&db.url);
+        let extra = secrecy::SecretString::from("whsec_next_secret".to_owned());
+        settings.stripe.webhook_secrets.push(extra);
+        let app = spawn_app_with(settings).await;
+        let now = unix_now();
+
+        let old = event_json(&spec("customer.created", "evt_old_secret", now));
+        let header = header_value(WEBHOOK_SECRET, now, old.as_bytes());
+        assert_eq!(app.deliver_with(&old, Some(&header)).await.status(), 200);
+
+        let new = event_json(&spec("customer.created", "evt_new_secret", now));
+        let header = header_value("whsec_next_secret", now, new.as_bytes());
+        assert_eq!(app.deliver_with(&new, Some(&header)).await.status(), 200);
+
+        // While Stripe rolls a secret it signs with both: one v1 per secret.
+        let both = event_json(&spec("customer.created", "evt_both", now));
+        let retired = header_value("whsec_retired", now, both.as_bytes());
+        let current = header_value(WEBHOOK_SECRET, now, both.as_bytes());
+        let v1 = |h: &str| h.split_once(",v1=").unwrap().1.to_owned();
+        let header = format!("t={now},v1={},v1={},v0=ignored", v1(&retired), v1(&current));
+        assert_eq!(app.deliver_with(&both, Some(&header)).await.status(), 200);
+
+        assert_eq!(
+            count(&app.db, "SELECT COUNT(*) FROM stripe_events").await,
+            3
+        );
+        app.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn fifty_concurrent_copies_are_stored_once_and_processed_once() {
+    for db in test_databases().await {
+        let probe = Probe::default();
+        let handlers = Handlers::builtin().on("customer.created", probe.clone());
+        let app = Arc::new(spawn_app_with_handlers(test_settings(&db.url), handlers).await);
+        let body = event_json(&spec("customer.created", "evt_fifty", unix_now()));
+        let sends = (0..50).map(|_| {
+            let app = app.clone();
+            let body = body.clone();
+            tokio::spawn(async move {
+                let response = app.deliver(&body).await;
+                assert_eq!(response.status(), 200);
+                response.json::<Value>().await.unwrap()["duplicate"] == false
+            })
+        });
+        let mut firsts = 0;
+        for send in sends {
+            firsts += usize::from(send.await.unwrap());
+        }
+        assert_eq!(firsts, 1, "exactly one delivery is new on {}", db.engine);
+        app.wait_processed("evt_fifty").await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(probe.calls.load(Ordering::SeqCst), 1, "handler ran once");
+        assert_eq!(
+            count(&app.db, "SELECT COUNT(*) FROM stripe_events").await,
+            1
+        );
+        Arc::into_inner(app).unwrap().stop().await;
+    }
+}
+
+async fn subscription_row(db: &Db) -> (String, Option<String>, i64, bool) {
+    let row = sqlx::query(
+        // The Any driver cannot decode SQLite booleans: read them as integers.
+        "SELECT status, price_id, current_period_end,
+                CAST(cancel_at_period_end AS INTEGER) AS cancel_at_period_end
+         FROM subscriptions",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    (
+        row.get("status"),
+        row.get("price_id"),
+        row.get("current_period_end"),
+        row.get::<i32, _>("cancel_at_period_end") == 1,
+    )
+}
+
+#[tokio::test]
+async fn an_older_event_never_overwrites_newer_state() {
+    for db in test_databases().await {
+        let app = spawn_app(&db.url).await;
+        let t = unix_now() - 100;
+        // Stripe does not promise order: the update (newer) arrives before the creation.
+        let updated = EventSpec {
+            status: Some("active".into()),
+            price_id: "price_annual".into(),
+            cancel_at_period_end: true,
+            current_period_end: t + 86_400,
+            ..spec("customer.subscription.updated", "evt_sub_updated", t + 10)
+        };
+        let created = EventSpec {
+            status: Some("incomplete".into()),
+            price_id: "price_monthly".into(),
+            current_period_end: t + 1,
+            ..spec("customer.subscription.created", "evt_sub_created", t)
+        };
+        assert_eq!(app.deliver(&event_json(&updated)).await.status(), 200);
+        app.wait_processed("evt_sub_updated").await;
+        assert_eq!(app.deliver(&event_json(&created)).await.status(), 200);
+        app.wait_processed("evt_sub_created").await;
+
+        assert_eq!(
+            subscription_row(&app.db).await,
+            (
+                "active".into(),
+                Some("price_annual".into()),
+                t + 86_400,
+                true
+            ),
+            "{}",
+            db.engine
+        );
+        app.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn every_handled_type_lands_in_its_table() {
+    for db in test_databases().await {
+        let app = spawn_app(&db.url).await;
+        let t = unix_now() - 50;
+        let user = "user-7";
+        let events = [
+            ("checkout.session.completed", "evt_t1"),
+            ("customer.created", "evt_t2"),
+            ("customer.subscription.created", "evt_t3"),
+            ("invoice.paid", "evt_t4"),
+            ("charge.succeeded", "evt_t5"),
+            ("charge.failed", "evt_t6"),
+            ("subscription_schedule.created", "evt_t7"),
+            ("some.future.event", "evt_t8"),
+        ];
+        for (i, (event_type, id)) in events.iter().enumerate() {
+            let mut body = match fixture_or_unknown(event_type, id, t + i as i64, user) {
+                Some(body) => body,
+                None => continue,
+            };
+            if *event_type == "charge.failed" {
+                body = body.replace("ch_", "ch_failed_");
+            }
+            assert_eq!(app.deliver(&body).await.status(), 200, "{event_type}");
+        }
+        for (event_type, id) in events {
+            let expected = match event_type {
+                "some.future.event" => "ignored",
+                _ => "processed",
+            };
+            let state = app.wait_processed(id).await;
+            assert_eq!(
+                state.status, expected,
+                "{event_type} on {}: {state:?}",
+                db.engine
+            );
+        }
+        let sub = sqlx::query("SELECT user_id, status, payment_status FROM subscriptions")
+            .fetch_one(&app.db.pool)
+            .await
+            .unwrap();
+        assert_eq!(sub.get::<String, _>("user_id"), user);
+        assert_eq!(sub.get::<String, _>("payment_status"), "paid");
+        let statuses: Vec<String> =
+            sqlx::query_scalar("SELECT status FROM charges ORDER BY status")
+                .fetch_all(&app.db.pool)
+                .await
+                .unwrap();
+        assert_eq!(statuses, ["failed", "succeeded"]);
+        assert_eq!(
+            count(&app.db, "SELECT COUNT(*) FROM subscription_schedules").await,
+            1
+        );
+        let customer_user: String = sqlx::query_scalar("SELECT user_id FROM customers")
+            .fetch_one(&app.db.pool)
+            .await
+            .unwrap();
+        assert_eq!(customer_user, user);
+        app.stop().await;
+    }
+}
+
+fn fixture_or_unknown(event_type: &str, id: &str, created: i64, user: &str) -> Option<String> {
+    if event_type == "some.future.event" {
+        let mut value: Value =
+            serde_json::from_str(&event_json(&spec("customer.created", id, created))).ok()?;
+        value["type"] = json!(event_type);
+        return Some(value.to_string());
+    }
+    Some(event_json(&EventSpec {
+        user_id: user.into(),
+        ..spec(event_type, id, created)
+    }))
+}
+
+#[tokio::test]
+async fn events_from_an_older_api_version_are_understood() {
+    for db in test_databases().await {
+        let app = spawn_app(&db.url).await;
+        let t = unix_now();
+        // API 2020-08-27: current_period_end on the subscription, the price as `plan`, the
+        // invoice naming its subscription directly; fields we do not know are ignored.
+        let subscription = json!({
+            "id": "evt_old_sub", "object": "event", "api_version": "2020-08-27", "created": t,
+            "livemode": false, "pending_webhooks": 1, "type": "customer.subscription.created",
+            "request": "req_old",
+            "data": {"object": {
+                "id": "sub_old", "object": "subscription", "customer": "cus_old",
+                "status": "active", "current_period_end": t + 1000, "cancel_at_period_end": false,
+                "plan": {"id": "plan_old", "object": "plan"}, "quantity": 1,
+                "items": {"object": "list", "data": [{"id": "si_1", "plan": {"id": "plan_old"}}]},
+                "some_removed_field": {"nested": true}
+            }}
+        });
+        let invoice = json!({
+            "id": "evt_old_inv", "object": "event", "api_version": "2020-08-27", "created": t,
+            "livemode": false, "type": "invoice.payment_failed",
+            "data": {"object": {"id": "in_old", "object": "invoice", "customer": "cus_old",
+                                "subscription": "sub_old", "status": "open"}}
+        });
+        for body in [subscription, invoice] {
+            assert_eq!(app.deliver(&body.to_string()).await.status(), 200);
+        }
+        assert_eq!(app.wait_processed("evt_old_sub").await.status, "processed");
+        assert_eq!(app.wait_processed("evt_old_inv").await.status, "processed");
+        let row =
+            sqlx::query("SELECT price_id, current_period_end, payment_status FROM subscriptions")
+                .fetch_one(&app.db.pool)
+                .await
+                .unwrap();
+        assert_eq!(row.get::<String, _>("price_id"), "plan_old");
+        assert_eq!(row.get::<i64, _>("current_period_end"), t + 1000);
+        assert_eq!(row.get::<String, _>("payment_status"), "payment_failed");
+        app.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn a_failing_handler_is_retried_until_it_succeeds() {
+    for db in test_databases().await {
+        let probe = Probe {
+            fail_first: 2,
+            ..Probe::default()
+        };
+        let mut settings = test_settings(&db.url);
+        settings.worker.retry_base = Duration::from_millis(20);
+        settings.worker.poll_interval = Duration::from_millis(20);
+        let handlers = Handlers::builtin().on("charge.succeeded", probe.clone());
+        let app = spawn_app_with_handlers(settings, handlers).await;
+        let body = event_json(&spec("charge.succeeded", "evt_flaky", unix_now()));
+        assert_eq!(app.deliver(&body).await.status(), 200);
+
+        let state =
+            crate::helpers::wait_for_event(&app.db, "evt_flaky", |s| s.status == "processed").await;
+        assert_eq!(state.attempts, 3, "{}", db.engine);
+        assert_eq!(state.last_error, None);
+        // The built-in handler's write was rolled back with each failed try, then kept once.
+        assert_eq!(count(&app.db, "SELECT COUNT(*) FROM charges").await, 1);
+        app.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn a_poison_event_is_parked_as_failed_while_later_events_still_process() {
+    for db in test_databases().await {
+        let always_fails = Probe {
+            fail_first: usize::MAX,
+            ..Probe::default()
+        };
+        let mut settings = test_settings(&db.url);
+        settings.worker.max_attempts = 3;
+        settings.worker.retry_base = Duration::from_millis(10);
+        settings.worker.poll_interval = Duration::from_millis(20);
+        let handlers = Handlers::builtin().on("charge.refunded", always_fails.clone());
+        let app = spawn_app_with_handlers(settings, handlers).await;
+        let t = unix_now() - 10;
+
+        let poison = event_json(&spec("charge.refunded", "evt_poison", t));
+        // A payload missing a field the handler needs fails at once, with the field named.
+        let mut broken: Value =
+            serde_json::from_str(&event_json(&spec("charge.succeeded", "evt_broken", t))).unwrap();
+        broken["data"]["object"]
+            .as_object_mut()
+            .unwrap()
+            .remove("amount");
+        let later = event_json(&spec("customer.created", "evt_later", t + 5));
+        for body in [poison, broken.to_string(), later] {
+            assert_eq!(app.deliver(&body).await.status(), 200);
+        }
+
+        assert_eq!(app.wait_processed("evt_later").await.status, "processed");
+        let poison =
+            crate::helpers::wait_for_event(&app.db, "evt_poison", |s| s.status == "failed").await;
+        assert_eq!(poison.attempts, 3, "{}", db.engine);
+        assert!(poison.last_error.unwrap().contains("injected failure 2"));
+        let broken = event_state(&app.db, "evt_broken").await.unwrap();
+        assert_eq!(broken.status, "failed");
+        assert_eq!(broken.attempts, 1, "not retried: it cannot succeed");
+        assert!(
+            broken
+                .last_error
+                .as_deref()
+                .unwrap()
+                .contains("missing field `amount`"),
+            "{broken:?}"
+        );
+        app.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn events_stored_before_a_restart_are_processed_after_it() {
+    for db in test_databases().await {
+        // Stored by a process that stopped before its worker got to them.
+        let settings = test_settings(&db.url);
+        let early = {
+            let app = spawn_app(&db.url).await;
+            let pool = app.db.clone();
+            app.stop().await;
+            pool
+        };
+        for i in 0..5 {
+            let body = event_json(&spec(
+                "customer.created",
+                &format!("evt_restart_{i}"),
+                unix_now(),
+            ));
+            let header = header_value(WEBHOOK_SECRET, unix_now(), body.as_bytes());
+            accept_delivery(
+                &early,
+                &settings.stripe,
+                Some(&header),
+                body.as_bytes(),
+                unix_now(),
+            )
+            .await
+            .unwrap();
+        }
+        assert_eq!(
+            count(
+                &early,
+                "SELECT COUNT(*) FROM stripe_events WHERE status = 'pending'"
+            )
+            .await,
+            5
+        );
+
+        let app = spawn_app(&db.url).await;
+        for i in 0..5 {
+            let state = app.wait_processed(&format!("evt_restart_{i}")).await;
+            assert_eq!(state.status, "processed", "{}", db.engine);
+        }
+        app.stop().await;
+    }
+}
+
+/// The documented extension point: a handler of our own for one event type.
+#[derive(Clone, Default)]
+struct WelcomeEmail {
+    sent_to: Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+#[async_trait::async_trait]
+impl EventHandler for WelcomeEmail {
+    async fn handle(&self, conn: &mut AnyConnection, event: &Event) -> Result<(), HandlerError> {
+        // Runs after the built-in handler, in its transaction: the subscription row is there.
+        let user: Option<String> =
+            sqlx::query_scalar("SELECT user_id FROM subscriptions WHERE id = $1")
+                .bind(event.payload["data"]["object"]["id"].as_str())
+                .fetch_one(conn)
+                .await?;
+        self.sent_to.lock().unwrap().push(user.unwrap_or_default());
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn an_added_handler_runs_once_per_event_after_the_builtin_one() {
+    for db in test_databases().await {
+        let welcome = WelcomeEmail::default();
+        let handlers = Handlers::builtin().on("customer.subscription.created", welcome.clone());
+        let app = spawn_app_with_handlers(test_settings(&db.url), handlers).await;
+        let body = event_json(&EventSpec {
+            user_id: "user-9".into(),
+            ..spec("customer.subscription.created", "evt_welcome", unix_now())
+        });
+        app.deliver(&body).await;
+        app.deliver(&body).await;
+        app.wait_processed("evt_welcome").await;
+        assert_eq!(
+            *welcome.sent_to.lock().unwrap(),
+            ["user-9"],
+            "{}",
+            db.engine
+        );
+        app.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn an_event_is_never_acknowledged_unless_stored() {
+    let Some(admin) = postgres_admin_url() else {
+        return; // needs a database whose connection the test can cut
+    };
+    let db = TestDb::postgres(&admin).await;
+    let (proxy, url) = proxied(&db.url).await;
+    let app = spawn_app(&url).await;
+    let body = event_json(&spec("customer.created", "evt_outage", unix_now()));
+
+    proxy.cut();
+    let response = app.deliver(&body).await;
+    assert_eq!(response.status(), 503);
+    let error: Value = response.json().await.unwrap();
+    assert_eq!(error["error"]["code"], "database_unavailable");
+
+    proxy.restore();
+    // Stripe retries; the retry is stored and acknowledged.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let status = app.deliver(&body).await.status();
+        if status == 200 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never recovered: {status}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(app.wait_processed("evt_outage").await.status, "processed");
+    app.stop().await;
+}

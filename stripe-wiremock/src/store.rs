@@ -1,0 +1,691 @@
+//! The double's memory: the Stripe objects created so far, and the handlers that read and change
+//! them the way Stripe does.
+//!
+//! Being stateful is the point: provisioning code is only idempotent if what it creates is what it
+//! later finds, so a list must return what a create made, with Stripe's filters, ordering (newest
+//! first) and pagination.
+
+use std::collections::HashMap;
+
+use serde_json::{Map, Value, json};
+
+/// The kinds of object the double keeps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Kind {
+    Product,
+    Price,
+    WebhookEndpoint,
+    Customer,
+    CheckoutSession,
+    BillingPortalSession,
+}
+
+impl Kind {
+    fn prefix(self) -> &'static str {
+        match self {
+            Kind::Product => "prod_",
+            Kind::Price => "price_",
+            Kind::WebhookEndpoint => "we_",
+            Kind::Customer => "cus_",
+            Kind::CheckoutSession => "cs_test_",
+            Kind::BillingPortalSession => "bps_",
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Kind::Product => "product",
+            Kind::Price => "price",
+            Kind::WebhookEndpoint => "webhook endpoint",
+            Kind::Customer => "customer",
+            Kind::CheckoutSession => "checkout session",
+            Kind::BillingPortalSession => "billing portal session",
+        }
+    }
+}
+
+/// A reply: HTTP status and JSON body.
+pub type Reply = (u16, Value);
+
+/// Stripe's error shape.
+pub fn error(status: u16, message: &str, param: Option<&str>, code: Option<&str>) -> Reply {
+    let kind = if status == 429 {
+        "rate_limit_error"
+    } else if status >= 500 {
+        "api_error"
+    } else if code == Some("idempotency_key_in_use") {
+        "idempotency_error"
+    } else {
+        "invalid_request_error"
+    };
+    let mut e = json!({ "type": kind, "message": message });
+    if let Some(param) = param {
+        e["param"] = json!(param);
+    }
+    if let Some(code) = code {
+        e["code"] = json!(code);
+    }
+    (status, json!({ "error": e }))
+}
+
+fn missing(kind: Kind, id: &str, param: &str) -> Reply {
+    error(
+        if param == "id" { 404 } else { 400 },
+        &format!("No such {}: '{id}'", kind.name()),
+        Some(param),
+        Some("resource_missing"),
+    )
+}
+
+#[derive(Default)]
+pub struct Store {
+    objects: HashMap<Kind, Vec<Value>>,
+    next_id: u64,
+    /// A fake clock, so that `created` orders objects deterministically.
+    clock: i64,
+}
+
+const EPOCH: i64 = 1_767_225_600;
+
+impl Store {
+    pub fn all(&self, kind: Kind) -> Vec<Value> {
+        self.objects.get(&kind).cloned().unwrap_or_default()
+    }
+
+    fn list_mut(&mut self, kind: Kind) -> &mut Vec<Value> {
+        self.objects.entry(kind).or_default()
+    }
+
+    fn get(&self, kind: Kind, id: &str) -> Option<&Value> {
+        self.objects.get(&kind)?.iter().find(|o| o["id"] == id)
+    }
+
+    fn get_mut(&mut self, kind: Kind, id: &str) -> Option<&mut Value> {
+        self.list_mut(kind).iter_mut().find(|o| o["id"] == id)
+    }
+
+    fn new_id(&mut self, kind: Kind) -> (String, i64) {
+        self.next_id += 1;
+        self.clock += 1;
+        (
+            format!("{}Dbl{:08}", kind.prefix(), self.next_id),
+            EPOCH + self.clock,
+        )
+    }
+
+    fn push(&mut self, kind: Kind, object: Value) -> Reply {
+        self.list_mut(kind).push(object.clone());
+        (200, object)
+    }
+
+    /// Applies a change to a stored object (test set-up, e.g. completing a Checkout Session).
+    pub fn patch(&mut self, kind: Kind, id: &str, patch: &Value) -> Option<Value> {
+        let object = self.get_mut(kind, id)?;
+        if let (Value::Object(target), Value::Object(changes)) = (&mut *object, patch) {
+            for (k, v) in changes {
+                target.insert(k.clone(), v.clone());
+            }
+        }
+        Some(object.clone())
+    }
+
+    /// Routes a request whose parameters have already been decoded and checked.
+    pub fn handle(&mut self, method: &str, path: &str, params: &Value) -> Reply {
+        let segments: Vec<&str> = path.trim_start_matches("/v1/").split('/').collect();
+        match (method, segments.as_slice()) {
+            ("GET", ["products"]) => self.list(Kind::Product, params, "/v1/products", |p, o| {
+                bool_filter(p, o, "active")
+                    && p.get("ids")
+                        .and_then(Value::as_array)
+                        .is_none_or(|ids| ids.contains(&o["id"]))
+            }),
+            ("POST", ["products"]) => self.create_product(params),
+            ("GET", ["products", id]) => self.retrieve(Kind::Product, id),
+            ("POST", ["products", id]) => self.update(
+                Kind::Product,
+                id,
+                params,
+                &["active", "name", "description"],
+            ),
+            ("GET", ["prices"]) => self.list(Kind::Price, params, "/v1/prices", price_filter),
+            ("POST", ["prices"]) => self.create_price(params),
+            ("GET", ["prices", id]) => self.retrieve(Kind::Price, id),
+            ("POST", ["prices", id]) => self.update_price(id, params),
+            ("GET", ["webhook_endpoints"]) => {
+                let (status, mut list) = self.list(
+                    Kind::WebhookEndpoint,
+                    params,
+                    "/v1/webhook_endpoints",
+                    |_, _| true,
+                );
+                // Stripe shows the signing secret only in the response that creates an endpoint.
+                if let Some(items) = list["data"].as_array_mut() {
+                    items.iter_mut().for_each(strip_secret);
+                }
+                (status, list)
+            }
+            ("POST", ["webhook_endpoints"]) => self.create_webhook_endpoint(params),
+            ("GET", ["webhook_endpoints", id]) => {
+                let (status, mut e) = self.retrieve(Kind::WebhookEndpoint, id);
+                strip_secret(&mut e);
+                (status, e)
+            }
+            ("POST", ["webhook_endpoints", id]) => {
+                let (status, mut e) = self.update_webhook_endpoint(id, params);
+                strip_secret(&mut e);
+                (status, e)
+            }
+            ("GET", ["customers"]) => self.list(Kind::Customer, params, "/v1/customers", |p, o| {
+                p.get("email").is_none_or(|e| *e == o["email"])
+            }),
+            ("POST", ["customers"]) => self.create_customer(params),
+            ("GET", ["customers", id]) => self.retrieve(Kind::Customer, id),
+            ("POST", ["checkout", "sessions"]) => self.create_checkout_session(params),
+            ("GET", ["checkout", "sessions", id]) => self.retrieve(Kind::CheckoutSession, id),
+            ("POST", ["billing_portal", "sessions"]) => self.create_portal_session(params),
+            _ => error(
+                404,
+                &format!("Unrecognized request URL ({method}: {path})."),
+                None,
+                None,
+            ),
+        }
+    }
+
+    fn retrieve(&self, kind: Kind, id: &str) -> Reply {
+        match self.get(kind, id) {
+            Some(o) => (200, o.clone()),
+            None => missing(kind, id, "id"),
+        }
+    }
+
+    fn list(
+        &self,
+        kind: Kind,
+        params: &Value,
+        url: &str,
+        keep: impl Fn(&Value, &Value) -> bool,
+    ) -> Reply {
+        let limit = params.get("limit").and_then(Value::as_i64).unwrap_or(10);
+        if !(1..=100).contains(&limit) {
+            return error(
+                400,
+                "Invalid integer: limit must be between 1 and 100",
+                Some("limit"),
+                Some("parameter_invalid_integer"),
+            );
+        }
+        // Newest first, as Stripe lists.
+        let matching: Vec<&Value> = self
+            .objects
+            .get(&kind)
+            .into_iter()
+            .flatten()
+            .rev()
+            .filter(|o| keep(params, o))
+            .collect();
+        let start = match params.get("starting_after").and_then(Value::as_str) {
+            Some(after) => match self.get(kind, after) {
+                None => return missing(kind, after, "starting_after"),
+                Some(anchor) => {
+                    let created = anchor["created"].as_i64().unwrap_or(0);
+                    matching
+                        .iter()
+                        .position(|o| o["created"].as_i64().unwrap_or(0) < created)
+                        .unwrap_or(matching.len())
+                }
+            },
+            None => 0,
+        };
+        let end = (start + limit as usize).min(matching.len());
+        let page: Vec<Value> = matching[start..end].iter().map(|o| (*o).clone()).collect();
+        (
+            200,
+            json!({ "object": "list", "data": page, "has_more": end < matching.len(), "url": url }),
+        )
+    }
+
+    fn update(&mut self, kind: Kind, id: &str, params: &Value, fields: &[&str]) -> Reply {
+        let Some(object) = self.get_mut(kind, id) else {
+            return missing(kind, id, "id");
+        };
+        for field in fields {
+            if let Some(v) = params.get(*field) {
+                object[*field] = v.clone();
+            }
+        }
+        merge_metadata(object, params);
+        if object.get("updated").is_some() {
+            object["updated"] = object["created"].clone();
+        }
+        (200, object.clone())
+    }
+
+    pub fn create_product(&mut self, params: &Value) -> Reply {
+        let (id, created) = self.new_id(Kind::Product);
+        let product = json!({
+            "id": id,
+            "object": "product",
+            "active": params.get("active").cloned().unwrap_or(json!(true)),
+            "created": created,
+            "default_price": null,
+            "description": params.get("description").cloned().unwrap_or(Value::Null),
+            "images": [],
+            "livemode": false,
+            "marketing_features": [],
+            "metadata": metadata(params),
+            "name": params.get("name").cloned().unwrap_or(Value::Null),
+            "package_dimensions": null,
+            "shippable": null,
+            "statement_descriptor": null,
+            "tax_code": null,
+            "type": "service",
+            "unit_label": null,
+            "updated": created,
+            "url": null
+        });
+        self.push(Kind::Product, product)
+    }
+
+    /// The price already holding `lookup_key`, other than `except`.
+    fn lookup_key_holder(&self, lookup_key: &str, except: Option<&str>) -> Option<String> {
+        self.objects
+            .get(&Kind::Price)?
+            .iter()
+            .find(|p| {
+                p["lookup_key"] == lookup_key && Some(p["id"].as_str().unwrap_or("")) != except
+            })
+            .and_then(|p| p["id"].as_str().map(str::to_owned))
+    }
+
+    /// Stripe's rule: a lookup key names one price; taking it from another needs
+    /// `transfer_lookup_key=true`.
+    fn claim_lookup_key(&mut self, params: &Value, except: Option<&str>) -> Result<(), Reply> {
+        let Some(key) = params.get("lookup_key").and_then(Value::as_str) else {
+            return Ok(());
+        };
+        let Some(holder) = self.lookup_key_holder(key, except) else {
+            return Ok(());
+        };
+        if params.get("transfer_lookup_key") != Some(&json!(true)) {
+            return Err(error(
+                400,
+                &format!("A price (`{holder}`) already uses that lookup key."),
+                Some("lookup_key"),
+                None,
+            ));
+        }
+        if let Some(old) = self.get_mut(Kind::Price, &holder) {
+            old["lookup_key"] = Value::Null;
+        }
+        Ok(())
+    }
+
+    pub fn create_price(&mut self, params: &Value) -> Reply {
+        let product = match (params.get("product"), params.get("product_data")) {
+            (Some(Value::String(p)), _) => {
+                if self.get(Kind::Product, p).is_none() {
+                    return missing(Kind::Product, p, "product");
+                }
+                p.clone()
+            }
+            (None, Some(data)) => match self.create_product(data) {
+                (200, product) => product["id"].as_str().unwrap_or_default().to_owned(),
+                other => return other,
+            },
+            _ => {
+                return error(
+                    400,
+                    "Missing required param: product.",
+                    Some("product"),
+                    None,
+                );
+            }
+        };
+        if let Err(reply) = self.claim_lookup_key(params, None) {
+            return reply;
+        }
+        let recurring = params.get("recurring").map(|r| {
+            json!({
+                "interval": r["interval"],
+                "interval_count": r.get("interval_count").cloned().unwrap_or(json!(1)),
+                "meter": null,
+                "trial_period_days": null,
+                "usage_type": r.get("usage_type").cloned().unwrap_or(json!("licensed")),
+            })
+        });
+        let unit_amount = params.get("unit_amount").cloned().unwrap_or(Value::Null);
+        let (id, created) = self.new_id(Kind::Price);
+        let price = json!({
+            "id": id,
+            "object": "price",
+            "active": params.get("active").cloned().unwrap_or(json!(true)),
+            "billing_scheme": "per_unit",
+            "created": created,
+            "currency": params["currency"],
+            "custom_unit_amount": null,
+            "livemode": false,
+            "lookup_key": params.get("lookup_key").cloned().unwrap_or(Value::Null),
+            "metadata": metadata(params),
+            "nickname": params.get("nickname").cloned().unwrap_or(Value::Null),
+            "product": product,
+            "recurring": recurring.clone().unwrap_or(Value::Null),
+            "tax_behavior": params.get("tax_behavior").cloned().unwrap_or(json!("unspecified")),
+            "tiers_mode": null,
+            "transform_quantity": null,
+            "type": if recurring.is_some() { "recurring" } else { "one_time" },
+            "unit_amount": unit_amount,
+            "unit_amount_decimal": unit_amount.as_i64().map(|a| json!(a.to_string())).unwrap_or(Value::Null),
+        });
+        self.push(Kind::Price, price)
+    }
+
+    fn update_price(&mut self, id: &str, params: &Value) -> Reply {
+        if self.get(Kind::Price, id).is_none() {
+            return missing(Kind::Price, id, "id");
+        }
+        if let Err(reply) = self.claim_lookup_key(params, Some(id)) {
+            return reply;
+        }
+        self.update(
+            Kind::Price,
+            id,
+            params,
+            &["active", "nickname", "lookup_key", "tax_behavior"],
+        )
+    }
+
+    fn create_webhook_endpoint(&mut self, params: &Value) -> Reply {
+        let (id, created) = self.new_id(Kind::WebhookEndpoint);
+        let endpoint = json!({
+            "id": id,
+            "object": "webhook_endpoint",
+            "api_version": params.get("api_version").cloned().unwrap_or(Value::Null),
+            "application": null,
+            "created": created,
+            "description": params.get("description").cloned().unwrap_or(Value::Null),
+            "enabled_events": params["enabled_events"],
+            "livemode": false,
+            "metadata": metadata(params),
+            "secret": format!("whsec_dbl{:016x}{:08}", created.wrapping_mul(0x9E37_79B9), self.next_id),
+            "status": "enabled",
+            "url": params["url"],
+        });
+        self.push(Kind::WebhookEndpoint, endpoint)
+    }
+
+    fn update_webhook_endpoint(&mut self, id: &str, params: &Value) -> Reply {
+        let (status, mut endpoint) = self.update(
+            Kind::WebhookEndpoint,
+            id,
+            params,
+            &["enabled_events", "url", "description"],
+        );
+        if status == 200
+            && let Some(disabled) = params.get("disabled").and_then(Value::as_bool)
+        {
+            endpoint["status"] = json!(if disabled { "disabled" } else { "enabled" });
+            if let Some(stored) = self.get_mut(Kind::WebhookEndpoint, id) {
+                stored["status"] = endpoint["status"].clone();
+            }
+        }
+        (status, endpoint)
+    }
+
+    pub fn create_customer(&mut self, params: &Value) -> Reply {
+        let (id, created) = self.new_id(Kind::Customer);
+        let customer = json!({
+            "id": id,
+            "object": "customer",
+            "balance": 0,
+            "created": created,
+            "currency": null,
+            "delinquent": false,
+            "description": params.get("description").cloned().unwrap_or(Value::Null),
+            "email": params.get("email").cloned().unwrap_or(Value::Null),
+            "livemode": false,
+            "metadata": metadata(params),
+            "name": params.get("name").cloned().unwrap_or(Value::Null),
+            "phone": params.get("phone").cloned().unwrap_or(Value::Null),
+            "preferred_locales": [],
+            "tax_exempt": "none",
+        });
+        self.push(Kind::Customer, customer)
+    }
+
+    fn create_checkout_session(&mut self, params: &Value) -> Reply {
+        if let Some(customer) = params.get("customer").and_then(Value::as_str)
+            && self.get(Kind::Customer, customer).is_none()
+        {
+            return missing(Kind::Customer, customer, "customer");
+        }
+        let mut amount_total = 0;
+        let mut currency = params.get("currency").cloned().unwrap_or(Value::Null);
+        let items = params
+            .get("line_items")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default();
+        for (i, item) in items.iter().enumerate() {
+            let Some(price_id) = item.get("price").and_then(Value::as_str) else {
+                continue;
+            };
+            let param = format!("line_items[{i}][price]");
+            let Some(price) = self.get(Kind::Price, price_id) else {
+                return missing(Kind::Price, price_id, &param);
+            };
+            if price["active"] != true {
+                return error(
+                    400,
+                    &format!("The price specified ({price_id}) is inactive."),
+                    Some(&param),
+                    None,
+                );
+            }
+            let quantity = item.get("quantity").and_then(Value::as_i64).unwrap_or(1);
+            amount_total += price["unit_amount"].as_i64().unwrap_or(0) * quantity;
+            currency = price["currency"].clone();
+        }
+        let (id, created) = self.new_id(Kind::CheckoutSession);
+        let session = json!({
+            "id": id,
+            "object": "checkout.session",
+            "amount_subtotal": amount_total,
+            "amount_total": amount_total,
+            "automatic_tax": { "enabled": false, "liability": null, "provider": null, "status": null },
+            "cancel_url": params.get("cancel_url").cloned().unwrap_or(Value::Null),
+            "client_reference_id": params.get("client_reference_id").cloned().unwrap_or(Value::Null),
+            "created": created,
+            "currency": currency,
+            "custom_fields": [],
+            "custom_text": {
+                "after_submit": null, "shipping_address": null, "submit": null,
+                "terms_of_service_acceptance": null
+            },
+            "customer": params.get("customer").cloned().unwrap_or(Value::Null),
+            "customer_email": params.get("customer_email").cloned().unwrap_or(Value::Null),
+            "expires_at": created + 86_400,
+            "livemode": false,
+            "metadata": metadata(params),
+            "mode": params.get("mode").cloned().unwrap_or(json!("payment")),
+            "payment_method_types": ["card"],
+            "payment_status": "unpaid",
+            "shipping_options": [],
+            "status": "open",
+            "subscription": null,
+            "success_url": params.get("success_url").cloned().unwrap_or(Value::Null),
+            "url": format!("https://checkout.stripe.com/c/pay/{id}"),
+        });
+        self.push(Kind::CheckoutSession, session)
+    }
+
+    fn create_portal_session(&mut self, params: &Value) -> Reply {
+        let customer = params
+            .get("customer")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned();
+        if self.get(Kind::Customer, &customer).is_none() {
+            return missing(Kind::Customer, &customer, "customer");
+        }
+        let (id, created) = self.new_id(Kind::BillingPortalSession);
+        let session = json!({
+            "id": id,
+            "object": "billing_portal.session",
+            "configuration": "bpc_DblDefault",
+            "created": created,
+            "customer": customer,
+            "flow": null,
+            "livemode": false,
+            "locale": null,
+            "on_behalf_of": null,
+            "return_url": params.get("return_url").cloned().unwrap_or(Value::Null),
+            "url": format!("https://billing.stripe.com/p/session/test_{id}"),
+        });
+        self.push(Kind::BillingPortalSession, session)
+    }
+}
+
+fn strip_secret(endpoint: &mut Value) {
+    if let Value::Object(map) = endpoint {
+        map.remove("secret");
+    }
+}
+
+fn bool_filter(params: &Value, object: &Value, field: &str) -> bool {
+    params.get(field).is_none_or(|want| *want == object[field])
+}
+
+fn price_filter(params: &Value, price: &Value) -> bool {
+    bool_filter(params, price, "active")
+        && bool_filter(params, price, "product")
+        && bool_filter(params, price, "type")
+        && bool_filter(params, price, "currency")
+        && params
+            .get("lookup_keys")
+            .and_then(Value::as_array)
+            .is_none_or(|keys| keys.contains(&price["lookup_key"]))
+        && params
+            .pointer("/recurring/interval")
+            .is_none_or(|i| price.pointer("/recurring/interval") == Some(i))
+}
+
+fn metadata(params: &Value) -> Value {
+    match params.get("metadata") {
+        Some(Value::Object(m)) => Value::Object(
+            m.iter()
+                .filter(|(_, v)| *v != "")
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+        ),
+        _ => json!({}),
+    }
+}
+
+/// Stripe merges metadata on update; an empty value deletes a key, an empty `metadata` clears it.
+fn merge_metadata(object: &mut Value, params: &Value) {
+    match params.get("metadata") {
+        Some(Value::Object(changes)) => {
+            let mut merged: Map<String, Value> =
+                object["metadata"].as_object().cloned().unwrap_or_default();
+            for (k, v) in changes {
+                if *v == "" {
+                    merged.remove(k);
+                } else {
+                    merged.insert(k.clone(), v.clone());
+                }
+            }
+            object["metadata"] = Value::Object(merged);
+        }
+        Some(Value::String(s)) if s.is_empty() => object["metadata"] = json!({}),
+        _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ok(reply: Reply) -> Value {
+        assert_eq!(reply.0, 200, "{}", reply.1);
+        reply.1
+    }
+
+    #[test]
+    fn lists_newest_first_with_pagination() {
+        let mut store = Store::default();
+        for i in 0..5 {
+            ok(store.create_product(&json!({"name": format!("p{i}")})));
+        }
+        let page = ok(store.handle("GET", "/v1/products", &json!({"limit": 2})));
+        assert_eq!(page["data"][0]["name"], "p4");
+        assert_eq!(page["has_more"], true);
+        let last = page["data"][1]["id"].as_str().unwrap().to_owned();
+        let page = ok(store.handle(
+            "GET",
+            "/v1/products",
+            &json!({"limit": 10, "starting_after": last}),
+        ));
+        let names: Vec<_> = page["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["name"].clone())
+            .collect();
+        assert_eq!(names, vec![json!("p2"), json!("p1"), json!("p0")]);
+        assert_eq!(page["has_more"], false);
+        let bad = store.handle(
+            "GET",
+            "/v1/products",
+            &json!({"starting_after": "prod_nope"}),
+        );
+        assert_eq!(bad.0, 400);
+    }
+
+    #[test]
+    fn lookup_keys_move_only_when_transferred() {
+        let mut store = Store::default();
+        let product = ok(store.create_product(&json!({"name": "p"})));
+        let price = |amount: i64, transfer: bool| {
+            json!({
+                "currency": "cad", "unit_amount": amount, "product": product["id"],
+                "recurring": {"interval": "month"}, "lookup_key": "k", "transfer_lookup_key": transfer
+            })
+        };
+        let first = ok(store.create_price(&price(100, false)));
+        let refused = store.create_price(&price(200, false));
+        assert_eq!(refused.0, 400);
+        assert!(
+            refused.1["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains(first["id"].as_str().unwrap())
+        );
+        let second = ok(store.create_price(&price(200, true)));
+        assert_eq!(second["lookup_key"], "k");
+        let found = ok(store.handle("GET", "/v1/prices", &json!({"lookup_keys": ["k"]})));
+        assert_eq!(found["data"].as_array().unwrap().len(), 1);
+        assert_eq!(found["data"][0]["id"], second["id"]);
+    }
+
+    #[test]
+    fn endpoint_secret_is_only_in_the_create_response() {
+        let mut store = Store::default();
+        let created = ok(store.handle(
+            "POST",
+            "/v1/webhook_endpoints",
+            &json!({"url": "https://x.test/w", "enabled_events": ["charge.failed"]}),
+        ));
+        assert!(created["secret"].as_str().unwrap().starts_with("whsec_"));
+        let listed = ok(store.handle("GET", "/v1/webhook_endpoints", &json!({})));
+        assert!(listed["data"][0].get("secret").is_none());
+        let id = created["id"].as_str().unwrap();
+        let updated = ok(store.handle(
+            "POST",
+            &format!("/v1/webhook_endpoints/{id}"),
+            &json!({"metadata": {"a": "b"}}),
+        ));
+        assert!(updated.get("secret").is_none());
+        assert_eq!(updated["metadata"], json!({"a": "b"}));
+    }
+}

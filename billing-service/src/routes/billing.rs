@@ -3,7 +3,8 @@
 
 use axum::body::Bytes;
 use axum::extract::{Query, State};
-use axum::response::Redirect;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
@@ -77,19 +78,26 @@ struct SessionQuery {
     session_id: Option<String>,
 }
 
-async fn success(State(state): State<AppState>, Query(q): Query<SessionQuery>) -> Redirect {
+async fn success(State(state): State<AppState>, Query(q): Query<SessionQuery>) -> Response {
     let url = confirmation_after_success(
         &state.stripe,
         &state.settings.frontend_url,
         q.session_id.as_deref(),
     )
     .await;
-    Redirect::to(url.as_str())
+    found(&url)
 }
 
-async fn cancel(State(state): State<AppState>, Query(q): Query<SessionQuery>) -> Redirect {
-    let url = confirmation_after_cancel(&state.settings.frontend_url, q.session_id.as_deref());
-    Redirect::to(url.as_str())
+async fn cancel(State(state): State<AppState>, Query(q): Query<SessionQuery>) -> Response {
+    found(&confirmation_after_cancel(
+        &state.settings.frontend_url,
+        q.session_id.as_deref(),
+    ))
+}
+
+/// 302, as the template answered (axum's `Redirect` offers 303, 307 and 308).
+fn found(url: &url::Url) -> Response {
+    (StatusCode::FOUND, [(header::LOCATION, url.as_str())]).into_response()
 }
 
 async fn subscription(

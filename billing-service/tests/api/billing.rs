@@ -1,0 +1,700 @@
+//! The billing API the frontend uses, against a stateful Stripe double that refuses anything
+//! the real API would refuse: products, checkout, the redirects back, the subscription and the
+//! portal, with each bad input, Stripe failing, and Stripe too slow.
+
+use std::time::{Duration, Instant};
+
+use billing_stripe::fixtures::EventSpec;
+use serde_json::{Value, json};
+use stripe_wiremock::{Kind, RecordedRequest, StripeDouble};
+
+use crate::helpers::{
+    TestApp, TestDb, event_json, spawn_app_with, test_databases, test_settings, unix_now,
+};
+
+const FRONTEND: &str = "https://app.example.com";
+const BACKEND: &str = "https://api.example.com";
+
+/// The catalog as `stripe-setup init` provisions it, plus what must never be sold: a one-time
+/// price of the same product, a price of another product, an archived price.
+struct Seeded {
+    monthly: String,
+    daily: String,
+    annual: String,
+    one_time: String,
+    foreign: String,
+}
+
+fn seed(stripe: &StripeDouble) -> Seeded {
+    let product = stripe
+        .create(
+            Kind::Product,
+            json!({"name": "billing", "metadata": {"catalog_key": "billing"}}),
+        )
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let price = |params: Value| {
+        let mut params = params;
+        params["product"] = json!(product);
+        params["currency"] = json!("cad");
+        stripe.create(Kind::Price, params).unwrap()["id"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    let annual = price(
+        json!({"unit_amount": 50000, "recurring": {"interval": "year"}, "lookup_key": "billing_annual", "nickname": "Annual Plan"}),
+    );
+    let monthly = price(
+        json!({"unit_amount": 5499, "recurring": {"interval": "month"}, "lookup_key": "billing_monthly", "nickname": "Monthly Plan"}),
+    );
+    let daily = price(
+        json!({"unit_amount": 299, "recurring": {"interval": "day"}, "lookup_key": "billing_daily", "nickname": "Daily Plan"}),
+    );
+    let one_time = price(json!({"unit_amount": 999, "nickname": "Setup fee"}));
+    let archived = price(json!({"unit_amount": 100, "recurring": {"interval": "month"}}));
+    stripe.patch(Kind::Price, &archived, json!({"active": false}));
+    let other = stripe
+        .create(Kind::Product, json!({"name": "other"}))
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let foreign = stripe
+        .create(
+            Kind::Price,
+            json!({"product": other, "currency": "cad", "unit_amount": 1, "recurring": {"interval": "month"}}),
+        )
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    Seeded {
+        monthly,
+        daily,
+        annual,
+        one_time,
+        foreign,
+    }
+}
+
+async fn app_with_stripe(db: &TestDb, stripe: &StripeDouble) -> TestApp {
+    let mut settings = test_settings(&db.url);
+    settings.stripe.api_base = url::Url::parse(&stripe.uri()).unwrap();
+    settings.stripe.timeout = Duration::from_secs(1);
+    settings.frontend_url = url::Url::parse(FRONTEND).unwrap();
+    settings.backend_url = url::Url::parse(BACKEND).unwrap();
+    spawn_app_with(settings).await
+}
+
+impl TestApp {
+    async fn checkout(&self, user: &str, body: Value) -> reqwest::Response {
+        self.client
+            .post(format!("{}/billing/checkout", self.address))
+            .header("x-user-id", user)
+            .header("x-user-email", format!("{user}@example.com"))
+            .json(&body)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    async fn as_user(&self, method: reqwest::Method, path: &str, user: &str) -> reqwest::Response {
+        self.client
+            .request(method, format!("{}{path}", self.address))
+            .header("x-user-id", user)
+            .header("x-user-email", format!("{user}@example.com"))
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// The `Location` of a redirect, without following it.
+    async fn redirect(&self, path: &str) -> (u16, String) {
+        let client = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap();
+        let response = client
+            .get(format!("{}{path}", self.address))
+            .send()
+            .await
+            .unwrap();
+        let location = response.headers()["location"].to_str().unwrap().to_owned();
+        (response.status().as_u16(), location)
+    }
+}
+
+fn posts_to<'a>(stripe: &'a [RecordedRequest], path: &str) -> Vec<&'a RecordedRequest> {
+    stripe
+        .iter()
+        .filter(|r| r.method == "POST" && r.path == path)
+        .collect()
+}
+
+async fn error_code(response: reqwest::Response) -> (u16, String) {
+    let status = response.status().as_u16();
+    let body: Value = response.json().await.unwrap();
+    (
+        status,
+        body["error"]["code"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned(),
+    )
+}
+
+#[tokio::test]
+async fn products_lists_the_catalog_prices_in_order_and_caches_them() {
+    for db in test_databases().await {
+        let stripe = StripeDouble::start().await;
+        let seeded = seed(&stripe);
+        let app = app_with_stripe(&db, &stripe).await;
+
+        let response = app.get("/billing/products").await;
+        assert_eq!(response.status(), 200, "{}", db.engine);
+        assert!(
+            response.headers()["content-type"]
+                .to_str()
+                .unwrap()
+                .starts_with("application/json")
+        );
+        let products: Value = response.json().await.unwrap();
+        assert_eq!(
+            products,
+            json!([
+                {"id": seeded.daily, "nickname": "Daily Plan", "interval": "day", "type": "recurring",
+                 "price": "CAD $2.99/day", "unit_amount": 299, "currency": "cad", "lookup_key": "billing_daily"},
+                {"id": seeded.monthly, "nickname": "Monthly Plan", "interval": "month", "type": "recurring",
+                 "price": "CAD $54.99/month", "unit_amount": 5499, "currency": "cad", "lookup_key": "billing_monthly"},
+                {"id": seeded.annual, "nickname": "Annual Plan", "interval": "year", "type": "recurring",
+                 "price": "CAD $500.00/year", "unit_amount": 50000, "currency": "cad", "lookup_key": "billing_annual"},
+            ])
+        );
+        let reads = stripe.requests().len();
+        assert_eq!(app.get("/billing/products").await.status(), 200);
+        assert_eq!(
+            stripe.requests().len(),
+            reads,
+            "second read served from the cache"
+        );
+        stripe.assert_no_violations();
+        app.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn products_reads_every_page() {
+    let db = TestDb::sqlite();
+    let stripe = StripeDouble::start().await;
+    let seeded = seed(&stripe);
+    let product = stripe.objects(Kind::Price)[0]["product"].clone();
+    for amount in 1..=120 {
+        stripe
+            .create(
+                Kind::Price,
+                json!({"product": product, "currency": "cad", "unit_amount": 10_000 + amount, "recurring": {"interval": "month"}}),
+            )
+            .unwrap();
+    }
+    let app = app_with_stripe(&db, &stripe).await;
+    let products: Vec<Value> = app.get("/billing/products").await.json().await.unwrap();
+    assert_eq!(products.len(), 123);
+    assert_eq!(products[0]["id"], seeded.daily);
+    let pages = stripe
+        .requests()
+        .iter()
+        .filter(|r| {
+            r.method == "GET" && r.path == "/v1/prices" && r.params.get("product").is_some()
+        })
+        .count();
+    assert_eq!(pages, 2, "100 per page: two pages for 123 prices");
+    stripe.assert_no_violations();
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn checkout_opens_a_subscription_session_for_the_user() {
+    for db in test_databases().await {
+        let stripe = StripeDouble::start().await;
+        let seeded = seed(&stripe);
+        let app = app_with_stripe(&db, &stripe).await;
+
+        let response = app
+            .checkout("user-1", json!({"price_id": "billing_monthly"}))
+            .await;
+        assert_eq!(response.status(), 200, "{}", db.engine);
+        let reply: Value = response.json().await.unwrap();
+        let session_id = reply["sessionId"].as_str().unwrap().to_owned();
+        assert!(session_id.starts_with("cs_test_"));
+        assert!(
+            reply["url"]
+                .as_str()
+                .unwrap()
+                .starts_with("https://checkout.stripe.com/")
+        );
+
+        let requests = stripe.requests();
+        let customers = posts_to(&requests, "/v1/customers");
+        assert_eq!(customers.len(), 1);
+        assert_eq!(
+            customers[0].params,
+            json!({"email": "user-1@example.com", "metadata": {"user_id": "user-1"}})
+        );
+        assert!(customers[0].idempotency_key().is_some());
+        let customer_id = stripe.objects(Kind::Customer)[0]["id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+
+        let sessions = posts_to(&requests, "/v1/checkout/sessions");
+        assert_eq!(sessions.len(), 1);
+        assert_eq!(
+            sessions[0].params,
+            json!({
+                "mode": "subscription",
+                "customer": customer_id,
+                "client_reference_id": "user-1",
+                "line_items": [{"price": seeded.monthly, "quantity": 1}],
+                "subscription_data": {"metadata": {"user_id": "user-1"}},
+                "metadata": {"user_id": "user-1"},
+                "success_url": format!("{BACKEND}/billing/success?session_id={{CHECKOUT_SESSION_ID}}"),
+                "cancel_url": format!("{BACKEND}/billing/cancel?session_id={{CHECKOUT_SESSION_ID}}"),
+            })
+        );
+        assert!(sessions[0].idempotency_key().is_some());
+        assert!(
+            sessions[0]
+                .header("content-type")
+                .unwrap()
+                .starts_with("application/x-www-form-urlencoded")
+        );
+
+        let recorded: String =
+            sqlx::query_scalar("SELECT stripe_customer_id FROM customers WHERE user_id = 'user-1'")
+                .fetch_one(&app.db.pool)
+                .await
+                .unwrap();
+        assert_eq!(recorded, customer_id);
+        stripe.assert_no_violations();
+        app.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn a_returning_user_keeps_one_customer_and_a_double_click_opens_one_session() {
+    for db in test_databases().await {
+        let stripe = StripeDouble::start().await;
+        let seeded = seed(&stripe);
+        let app = app_with_stripe(&db, &stripe).await;
+
+        let first: Value = app
+            .checkout("u2", json!({"price_id": seeded.monthly}))
+            .await
+            .json()
+            .await
+            .unwrap();
+        let again: Value = app
+            .checkout("u2", json!({"price_id": seeded.monthly}))
+            .await
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(
+            first["sessionId"], again["sessionId"],
+            "double click on {}",
+            db.engine
+        );
+        let annual: Value = app
+            .checkout("u2", json!({"price_id": "billing_annual"}))
+            .await
+            .json()
+            .await
+            .unwrap();
+        assert_ne!(annual["sessionId"], first["sessionId"]);
+
+        assert_eq!(
+            stripe.objects(Kind::Customer).len(),
+            1,
+            "one customer per user"
+        );
+        assert_eq!(stripe.objects(Kind::CheckoutSession).len(), 2);
+        let requests = stripe.requests();
+        let sessions = posts_to(&requests, "/v1/checkout/sessions");
+        assert_eq!(sessions[0].idempotency_key(), sessions[1].idempotency_key());
+        assert_ne!(sessions[0].idempotency_key(), sessions[2].idempotency_key());
+        let customers: Vec<&Value> = sessions.iter().map(|s| &s.params["customer"]).collect();
+        assert!(customers.iter().all(|c| *c == customers[0]));
+
+        // Another user gets another customer.
+        assert_eq!(
+            app.checkout("u3", json!({"price_id": seeded.daily}))
+                .await
+                .status(),
+            200
+        );
+        assert_eq!(stripe.objects(Kind::Customer).len(), 2);
+        stripe.assert_no_violations();
+        app.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn checkout_takes_the_price_from_the_query_string_too() {
+    let db = TestDb::sqlite();
+    let stripe = StripeDouble::start().await;
+    seed(&stripe);
+    let app = app_with_stripe(&db, &stripe).await;
+    let response = app
+        .as_user(
+            reqwest::Method::POST,
+            "/billing/checkout?price_id=billing_daily",
+            "u4",
+        )
+        .await;
+    assert_eq!(response.status(), 200);
+    stripe.assert_no_violations();
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn bad_checkouts_are_refused_before_anything_is_written() {
+    for db in test_databases().await {
+        let stripe = StripeDouble::start().await;
+        let seeded = seed(&stripe);
+        let app = app_with_stripe(&db, &stripe).await;
+        let url = format!("{}/billing/checkout", app.address);
+        let body = json!({"price_id": "billing_monthly"});
+
+        let no_headers = app.client.post(&url).json(&body).send().await.unwrap();
+        assert_eq!(error_code(no_headers).await, (401, "unauthorized".into()));
+        let empty_user = app
+            .client
+            .post(&url)
+            .header("x-user-id", "")
+            .header("x-user-email", "a@example.com")
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(error_code(empty_user).await, (401, "unauthorized".into()));
+        let no_email = app
+            .client
+            .post(&url)
+            .header("x-user-id", "u")
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(error_code(no_email).await.0, 401);
+        let bad_email = app
+            .client
+            .post(&url)
+            .header("x-user-id", "u")
+            .header("x-user-email", "not-an-email")
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(error_code(bad_email).await, (400, "invalid_email".into()));
+        let malformed = app
+            .client
+            .post(&url)
+            .header("x-user-id", "u")
+            .header("x-user-email", "u@example.com")
+            .header("content-type", "application/json")
+            .body("{\"price_id\": ")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(error_code(malformed).await, (400, "invalid_json".into()));
+        for price in [
+            "price_unknown",
+            "no_such_lookup_key",
+            &seeded.foreign,
+            &seeded.one_time,
+        ] {
+            let response = app.checkout("u", json!({"price_id": price})).await;
+            assert_eq!(
+                error_code(response).await,
+                (400, "unknown_price".into()),
+                "{price}"
+            );
+        }
+        let missing = app.checkout("u", json!({})).await;
+        assert_eq!(error_code(missing).await, (400, "invalid_json".into()));
+
+        assert!(stripe.posts().is_empty(), "no write reached Stripe");
+        assert_eq!(
+            crate::helpers::count(&app.db, "SELECT COUNT(*) FROM customers").await,
+            0
+        );
+        stripe.assert_no_violations();
+        app.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn a_subscriber_is_sent_to_the_portal_instead_of_a_second_subscription() {
+    for db in test_databases().await {
+        let stripe = StripeDouble::start().await;
+        seed(&stripe);
+        let app = app_with_stripe(&db, &stripe).await;
+
+        let no_account = app
+            .as_user(reqwest::Method::POST, "/billing/portal", "u5")
+            .await;
+        assert_eq!(error_code(no_account).await.0, 404);
+        let none = app
+            .as_user(reqwest::Method::GET, "/billing/subscription", "u5")
+            .await;
+        assert_eq!(error_code(none).await.0, 404);
+
+        assert_eq!(
+            app.checkout("u5", json!({"price_id": "billing_monthly"}))
+                .await
+                .status(),
+            200
+        );
+        let customer = stripe.objects(Kind::Customer)[0]["id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        // Stripe tells us the subscription started.
+        let event = event_json(&EventSpec {
+            customer: customer.clone(),
+            user_id: "u5".into(),
+            status: Some("active".into()),
+            price_id: "price_x".into(),
+            current_period_end: 1_900_000_000,
+            created: unix_now(),
+            ..EventSpec::new("customer.subscription.created", "evt_sub_u5")
+        });
+        assert_eq!(app.deliver(&event).await.status(), 200);
+        app.wait_processed("evt_sub_u5").await;
+
+        let current: Value = app
+            .as_user(reqwest::Method::GET, "/billing/subscription", "u5")
+            .await
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(
+            current,
+            json!({"status": "active", "price_id": "price_x", "current_period_end": 1_900_000_000i64, "cancel_at_period_end": false}),
+            "{}",
+            db.engine
+        );
+
+        let second = app
+            .checkout("u5", json!({"price_id": "billing_annual"}))
+            .await;
+        assert_eq!(error_code(second).await, (409, "already_subscribed".into()));
+
+        let portal = app
+            .as_user(reqwest::Method::POST, "/billing/portal", "u5")
+            .await;
+        assert_eq!(portal.status(), 200);
+        let portal: Value = portal.json().await.unwrap();
+        assert!(
+            portal["url"]
+                .as_str()
+                .unwrap()
+                .starts_with("https://billing.stripe.com/")
+        );
+        let requests = stripe.requests();
+        let portal_posts = posts_to(&requests, "/v1/billing_portal/sessions");
+        assert_eq!(
+            portal_posts[0].params,
+            json!({"customer": customer, "return_url": format!("{FRONTEND}/")})
+        );
+        assert!(portal_posts[0].idempotency_key().is_some());
+        stripe.assert_no_violations();
+        app.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn stripe_rate_limits_are_retried_with_the_same_key() {
+    let db = TestDb::sqlite();
+    let stripe = StripeDouble::start().await;
+    seed(&stripe);
+    let app = app_with_stripe(&db, &stripe).await;
+    stripe.fail_next("POST", "/v1/checkout/sessions", 429, 2);
+    let response = app
+        .checkout("u6", json!({"price_id": "billing_monthly"}))
+        .await;
+    assert_eq!(response.status(), 200);
+    let requests = stripe.requests();
+    let attempts = posts_to(&requests, "/v1/checkout/sessions");
+    assert_eq!(
+        attempts.iter().map(|r| r.status).collect::<Vec<_>>(),
+        [429, 429, 200]
+    );
+    assert!(
+        attempts
+            .iter()
+            .all(|r| r.idempotency_key() == attempts[0].idempotency_key())
+    );
+    assert_eq!(stripe.objects(Kind::CheckoutSession).len(), 1);
+    stripe.assert_no_violations();
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn stripe_down_or_slow_is_a_502_and_writes_nothing() {
+    for db in test_databases().await {
+        let stripe = StripeDouble::start().await;
+        seed(&stripe);
+        let app = app_with_stripe(&db, &stripe).await;
+        // Fill the product cache first, so the failures below hit the writes.
+        assert_eq!(app.get("/billing/products").await.status(), 200);
+
+        stripe.fail_next("POST", "/v1/customers", 500, 10);
+        let response = app
+            .checkout("u7", json!({"price_id": "billing_monthly"}))
+            .await;
+        let (status, code) = error_code(response).await;
+        assert_eq!(
+            (status, code.as_str()),
+            (502, "stripe_unavailable"),
+            "{}",
+            db.engine
+        );
+        assert_eq!(
+            crate::helpers::count(&app.db, "SELECT COUNT(*) FROM customers").await,
+            0
+        );
+
+        stripe.set_delay(Some(Duration::from_secs(3)));
+        let started = Instant::now();
+        let response = app
+            .checkout("u8", json!({"price_id": "billing_monthly"}))
+            .await;
+        assert_eq!(error_code(response).await.0, 502);
+        // 1 s timeout per attempt, a bounded number of attempts with short backoff.
+        assert!(
+            started.elapsed() < Duration::from_secs(8),
+            "{:?}",
+            started.elapsed()
+        );
+        assert_eq!(
+            crate::helpers::count(&app.db, "SELECT COUNT(*) FROM customers").await,
+            0
+        );
+        stripe.set_delay(None);
+        stripe.assert_no_violations();
+        app.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn the_browser_comes_back_to_the_frontend_confirmation_page() {
+    let db = TestDb::sqlite();
+    let stripe = StripeDouble::start().await;
+    seed(&stripe);
+    let app = app_with_stripe(&db, &stripe).await;
+    let reply: Value = app
+        .checkout("u9", json!({"price_id": "billing_monthly"}))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let session = reply["sessionId"].as_str().unwrap();
+    stripe.patch(
+        Kind::CheckoutSession,
+        session,
+        json!({"payment_status": "paid", "status": "complete"}),
+    );
+    let customer = stripe.objects(Kind::Customer)[0]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    let (status, location) = app
+        .redirect(&format!("/billing/success?session_id={session}"))
+        .await;
+    assert_eq!(status, 302);
+    assert_eq!(
+        location,
+        format!(
+            "{FRONTEND}/billing/confirmation?payment_status=paid&amount=5499&currency=cad&customer={customer}&reference=u9"
+        )
+    );
+
+    let unknown = app
+        .redirect("/billing/success?session_id=cs_test_nope")
+        .await;
+    assert_eq!(
+        unknown.1,
+        format!("{FRONTEND}/billing/confirmation?payment_status=unknown")
+    );
+    let reads = stripe.requests().len();
+    for hostile in [
+        "",
+        "?session_id=https://evil.example",
+        "?session_id=..%2F..%2Fx",
+    ] {
+        let (_, location) = app.redirect(&format!("/billing/success{hostile}")).await;
+        assert_eq!(
+            location,
+            format!("{FRONTEND}/billing/confirmation?payment_status=unknown")
+        );
+    }
+    assert_eq!(
+        stripe.requests().len(),
+        reads,
+        "malformed ids never reach Stripe"
+    );
+
+    stripe.fail_next("GET", &format!("/v1/checkout/sessions/{session}"), 500, 10);
+    let down = app
+        .redirect(&format!("/billing/success?session_id={session}"))
+        .await;
+    assert_eq!(
+        down.1,
+        format!("{FRONTEND}/billing/confirmation?payment_status=unknown")
+    );
+
+    let (status, location) = app
+        .redirect(&format!("/billing/cancel?session_id={session}"))
+        .await;
+    assert_eq!(status, 302);
+    assert_eq!(
+        location,
+        format!("{FRONTEND}/billing/confirmation?payment_status=canceled&session_id={session}")
+    );
+    stripe.assert_no_violations();
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn cors_lets_the_frontend_call_with_credentials() {
+    let db = TestDb::sqlite();
+    let stripe = StripeDouble::start().await;
+    let app = app_with_stripe(&db, &stripe).await;
+    let preflight = |origin: &'static str| {
+        app.client
+            .request(
+                reqwest::Method::OPTIONS,
+                format!("{}/billing/checkout", app.address),
+            )
+            .header("origin", origin)
+            .header("access-control-request-method", "POST")
+            .header("access-control-request-headers", "content-type")
+            .send()
+    };
+    let allowed = preflight(FRONTEND).await.unwrap();
+    assert_eq!(allowed.headers()["access-control-allow-origin"], FRONTEND);
+    assert_eq!(
+        allowed.headers()["access-control-allow-credentials"],
+        "true"
+    );
+    let other = preflight("https://evil.example").await.unwrap();
+    // The allowed origin is fixed, so a browser on another origin sees a mismatch and refuses.
+    let echoed = other.headers().get("access-control-allow-origin");
+    assert!(echoed.is_none_or(|o| o == FRONTEND), "{echoed:?}");
+    app.stop().await;
+}

@@ -253,3 +253,71 @@ fn migrate_command_applies_once_lists_and_undoes_on_postgres() {
     let dir = tempfile::tempdir().unwrap();
     check_migrate_command(dir.path(), url.as_str());
 }
+
+#[test]
+fn events_can_be_listed_and_replayed_by_an_operator() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}/ops.db", dir.path().display());
+    let env = [("DATABASE_URL", url.as_str())];
+    assert!(run(dir.path(), &["migrate"], &env).status.success());
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        use sqlx::Connection;
+        sqlx::any::install_default_drivers();
+        let mut conn = sqlx::AnyConnection::connect(&url).await.unwrap();
+        for (id, status, error) in [
+            ("evt_ok", "processed", None),
+            ("evt_bad1", "failed", Some("data.object: missing field `amount`")),
+            ("evt_bad2", "failed", Some("boom")),
+        ] {
+            sqlx::query(
+                "INSERT INTO stripe_events (id, type, created, livemode, payload, received_at_ms, status, attempts, last_error)
+                 VALUES ($1, 'charge.succeeded', 1700000000, FALSE, '{}', 0, $2, 8, $3)",
+            )
+            .bind(id)
+            .bind(status)
+            .bind(error)
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        }
+    });
+
+    let listed = run(
+        dir.path(),
+        &["events", "list", "--status", "failed", "--json"],
+        &env,
+    );
+    assert!(listed.status.success(), "{}", text(&listed.stderr));
+    let rows: Vec<serde_json::Value> = text(&listed.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let ids: Vec<&str> = rows.iter().map(|r| r["id"].as_str().unwrap()).collect();
+    assert_eq!(ids, ["evt_bad2", "evt_bad1"]);
+    assert_eq!(rows[1]["last_error"], "data.object: missing field `amount`");
+
+    let table = run(dir.path(), &["events", "list"], &env);
+    assert_eq!(text(&table.stdout).lines().count(), 3);
+
+    let one = run(dir.path(), &["events", "replay", "evt_ok"], &env);
+    assert!(one.status.success());
+    assert_eq!(text(&one.stdout), "Queued evt_ok for processing.\n");
+    let failed = run(dir.path(), &["events", "replay", "--failed"], &env);
+    assert_eq!(
+        text(&failed.stdout),
+        "Queued 2 failed event(s) for processing.\n"
+    );
+    let pending = run(
+        dir.path(),
+        &["events", "list", "--status", "pending", "--json"],
+        &env,
+    );
+    assert_eq!(text(&pending.stdout).lines().count(), 3);
+
+    let missing = run(dir.path(), &["events", "replay", "evt_nope"], &env);
+    assert!(!missing.status.success());
+    assert!(text(&missing.stderr).contains("no stored event has the id evt_nope"));
+    let neither = run(dir.path(), &["events", "replay"], &env);
+    assert!(!neither.status.success(), "an id or --failed is required");
+}

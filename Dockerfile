@@ -10,7 +10,7 @@
 #
 # BINARIES=prebuilt copies target/release/{billing-service,stripe-setup} from the build context
 # instead of compiling; they must have been built against Debian 12's glibc (as the `build` stage
-# does), e.g. on a Debian 12 host. See docs/deploying.md ("Building the image without Docker").
+# does), e.g. on a Debian 12 host. See the README ("Building the image without Docker").
 
 ARG RUST_VERSION=1.95
 ARG RUNTIME_IMAGE=gcr.io/distroless/cc-debian12:nonroot

@@ -296,7 +296,7 @@ def test_external_secret(manifests, env):
     key = f"{PROJECT}/application/{env}/{PROJECT}"
     for item in spec["data"]:
         assert item["remoteRef"]["key"] == key, item
-        # The JSON key in Secrets Manager is the variable's own name (docs/deploying.md).
+        # The JSON key in Secrets Manager is the variable's own name (the README, "Deploying").
         assert item["remoteRef"]["property"] == item["secretKey"], item
 
 

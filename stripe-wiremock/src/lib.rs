@@ -184,6 +184,47 @@ impl StripeDouble {
     pub fn set_delay(&self, delay: Option<Duration>) {
         self.lock().delay = delay;
     }
+
+    /// Seeds the account as `stripe-setup init` leaves it with the built-in catalog: the
+    /// `billing` product and its Monthly (5499), Daily (299) and Annual (50000) CAD prices under
+    /// the lookup keys `billing_monthly`, `billing_daily`, `billing_annual`.
+    pub fn seed_default_catalog(&self) -> SeededCatalog {
+        let created = |kind, params| {
+            let object = self.create(kind, params).expect("seeding a fresh double");
+            object["id"].as_str().unwrap_or_default().to_owned()
+        };
+        let product = created(
+            Kind::Product,
+            serde_json::json!({"name": "billing", "metadata": {"catalog_key": "billing"}}),
+        );
+        let price = |amount: i64, interval: &str, key: &str, nickname: &str| {
+            created(
+                Kind::Price,
+                serde_json::json!({
+                    "product": product, "currency": "cad", "unit_amount": amount,
+                    "recurring": {"interval": interval}, "lookup_key": key, "nickname": nickname
+                }),
+            )
+        };
+        let annual = price(50000, "year", "billing_annual", "Annual Plan");
+        let monthly = price(5499, "month", "billing_monthly", "Monthly Plan");
+        let daily = price(299, "day", "billing_daily", "Daily Plan");
+        SeededCatalog {
+            product,
+            monthly,
+            daily,
+            annual,
+        }
+    }
+}
+
+/// The ids [`StripeDouble::seed_default_catalog`] created.
+#[derive(Debug, Clone)]
+pub struct SeededCatalog {
+    pub product: String,
+    pub monthly: String,
+    pub daily: String,
+    pub annual: String,
 }
 
 fn lock(state: &Mutex<State>) -> MutexGuard<'_, State> {

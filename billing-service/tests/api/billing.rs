@@ -26,55 +26,31 @@ struct Seeded {
 }
 
 fn seed(stripe: &StripeDouble) -> Seeded {
-    let product = stripe
-        .create(
-            Kind::Product,
-            json!({"name": "billing", "metadata": {"catalog_key": "billing"}}),
-        )
-        .unwrap()["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let catalog = stripe.seed_default_catalog();
     let price = |params: Value| {
-        let mut params = params;
-        params["product"] = json!(product);
-        params["currency"] = json!("cad");
         stripe.create(Kind::Price, params).unwrap()["id"]
             .as_str()
             .unwrap()
             .to_owned()
     };
-    let annual = price(
-        json!({"unit_amount": 50000, "recurring": {"interval": "year"}, "lookup_key": "billing_annual", "nickname": "Annual Plan"}),
+    let one_time = price(
+        json!({"product": catalog.product, "currency": "cad", "unit_amount": 999, "nickname": "Setup fee"}),
     );
-    let monthly = price(
-        json!({"unit_amount": 5499, "recurring": {"interval": "month"}, "lookup_key": "billing_monthly", "nickname": "Monthly Plan"}),
+    let archived = price(
+        json!({"product": catalog.product, "currency": "cad", "unit_amount": 100, "recurring": {"interval": "month"}}),
     );
-    let daily = price(
-        json!({"unit_amount": 299, "recurring": {"interval": "day"}, "lookup_key": "billing_daily", "nickname": "Daily Plan"}),
-    );
-    let one_time = price(json!({"unit_amount": 999, "nickname": "Setup fee"}));
-    let archived = price(json!({"unit_amount": 100, "recurring": {"interval": "month"}}));
     stripe.patch(Kind::Price, &archived, json!({"active": false}));
     let other = stripe
         .create(Kind::Product, json!({"name": "other"}))
         .unwrap()["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let foreign = stripe
-        .create(
-            Kind::Price,
-            json!({"product": other, "currency": "cad", "unit_amount": 1, "recurring": {"interval": "month"}}),
-        )
-        .unwrap()["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+        .clone();
+    let foreign = price(
+        json!({"product": other, "currency": "cad", "unit_amount": 1, "recurring": {"interval": "month"}}),
+    );
     Seeded {
-        monthly,
-        daily,
-        annual,
+        monthly: catalog.monthly,
+        daily: catalog.daily,
+        annual: catalog.annual,
         one_time,
         foreign,
     }

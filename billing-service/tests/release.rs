@@ -1,0 +1,187 @@
+//! The release binary, end to end over HTTP, as the frontend, Stripe and an operator use it:
+//! products, checkout, the redirect back, a signed webhook, the user's subscription, the portal,
+//! then SIGTERM.
+//!
+//! `.ci/run` builds `target/release/billing-service` first; elsewhere the test runs when that
+//! binary exists (`cargo build --release -p billing-service`) and says so when it does not.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use billing_stripe::fixtures::{self, EventSpec};
+use billing_stripe::signature::header_value;
+use serde_json::{Value, json};
+use stripe_wiremock::StripeDouble;
+
+const SECRET: &str = "whsec_release_test";
+
+fn release_binary() -> Option<PathBuf> {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target"));
+    let bin = target.join("release/billing-service");
+    bin.exists().then_some(bin)
+}
+
+struct Service(Child);
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test]
+async fn the_release_binary_serves_a_whole_subscription() {
+    let Some(bin) = release_binary() else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI must build target/release/billing-service before the tests"
+        );
+        eprintln!(
+            "skipped: no target/release/billing-service (cargo build --release -p billing-service)"
+        );
+        return;
+    };
+    let stripe = StripeDouble::start().await;
+    let catalog = stripe.seed_default_catalog();
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let base = format!("http://127.0.0.1:{port}");
+    let started = Instant::now();
+    let mut service = Service(
+        Command::new(bin)
+            .env_clear()
+            .current_dir(dir.path())
+            .envs([
+                ("STRIPE_API_SECRET_KEY", "sk_test_release"),
+                ("STRIPE_WEBHOOK_SECRET", SECRET),
+                ("STRIPE_API_BASE", stripe.uri().as_str()),
+                ("SERVER_PORT", &port.to_string()),
+                ("FRONTEND_URL", "https://app.example.com"),
+                ("BACKEND_URL", "https://api.example.com"),
+                ("LOG_FORMAT", "json"),
+                ("RUST_LOG", "warn"),
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    while http
+        .get(format!("{base}/status/ready"))
+        .send()
+        .await
+        .is_err()
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "never became ready"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+
+    let products: Vec<Value> = http
+        .get(format!("{base}/billing/products"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let ids: Vec<&str> = products.iter().map(|p| p["id"].as_str().unwrap()).collect();
+    assert_eq!(ids, [&catalog.daily, &catalog.monthly, &catalog.annual]);
+
+    let user = |request: reqwest::RequestBuilder| {
+        request
+            .header("x-user-id", "release-user")
+            .header("x-user-email", "release@example.com")
+    };
+    let checkout = user(http.post(format!("{base}/billing/checkout")))
+        .json(&json!({"price_id": "billing_monthly"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(checkout.status(), 200);
+    let session: Value = checkout.json().await.unwrap();
+    let session_id = session["sessionId"].as_str().unwrap();
+
+    let back = http
+        .get(format!("{base}/billing/success?session_id={session_id}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(back.status(), 302);
+    let location = back.headers()["location"].to_str().unwrap();
+    assert!(
+        location.starts_with("https://app.example.com/billing/confirmation?payment_status=unpaid&amount=5499&currency=cad"),
+        "{location}"
+    );
+
+    let customer = stripe.objects(stripe_wiremock::Kind::Customer)[0]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let event = fixtures::event(&EventSpec {
+        customer,
+        user_id: "release-user".into(),
+        price_id: catalog.monthly.clone(),
+        status: Some("active".into()),
+        created: now,
+        ..EventSpec::new("customer.subscription.created", "evt_release_1")
+    })
+    .unwrap()
+    .to_string();
+    let delivered = http
+        .post(format!("{base}/webhook/stripe"))
+        .header(
+            "stripe-signature",
+            header_value(SECRET, now, event.as_bytes()),
+        )
+        .body(event)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(delivered.status(), 200);
+
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let subscription = loop {
+        let response = user(http.get(format!("{base}/billing/subscription")))
+            .send()
+            .await
+            .unwrap();
+        if response.status() == 200 {
+            break response.json::<Value>().await.unwrap();
+        }
+        assert!(Instant::now() < deadline, "the webhook was never processed");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(subscription["status"], "active");
+    assert_eq!(subscription["price_id"], catalog.monthly.as_str());
+
+    let portal = user(http.post(format!("{base}/billing/portal")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(portal.status(), 200);
+
+    let pid = service.0.id().to_string();
+    Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    let status = service.0.wait().unwrap();
+    assert!(status.success(), "SIGTERM ends it cleanly: {status:?}");
+    stripe.assert_no_violations();
+}

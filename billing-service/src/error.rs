@@ -19,6 +19,11 @@ pub enum ApiError {
     Unauthorized(String),
     #[error("{0}")]
     NotFound(String),
+    /// No route has this path: distinct from a route's own 404 ("no such subscription").
+    #[error("no such route")]
+    NoRoute,
+    #[error("this route does not take that method")]
+    MethodNotAllowed,
     #[error("{message}")]
     Conflict { code: &'static str, message: String },
     #[error("the request body is larger than {limit} bytes")]
@@ -46,6 +51,8 @@ impl ApiError {
             Self::BadRequest { code, .. } => (StatusCode::BAD_REQUEST, code),
             Self::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized"),
             Self::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
+            Self::NoRoute => (StatusCode::NOT_FOUND, "no_route"),
+            Self::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
             Self::Conflict { code, .. } => (StatusCode::CONFLICT, code),
             Self::PayloadTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
             Self::BadGateway(_) => (StatusCode::BAD_GATEWAY, "stripe_unavailable"),

@@ -2,7 +2,8 @@
 //! [`crate::checkout`], [`crate::products`] or [`crate::portal`], and shapes the reply.
 
 use axum::body::Bytes;
-use axum::extract::{Query, State};
+use axum::extract::rejection::{BytesRejection, QueryRejection};
+use axum::extract::{DefaultBodyLimit, Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -23,7 +24,10 @@ use crate::startup::AppState;
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/billing/products", get(products))
-        .route("/billing/checkout", post(checkout))
+        .route(
+            "/billing/checkout",
+            post(checkout).layer(DefaultBodyLimit::max(MAX_CHECKOUT_BODY)),
+        )
         .route("/billing/success", get(success))
         .route("/billing/cancel", get(cancel))
         .route("/billing/subscription", get(subscription))
@@ -34,6 +38,9 @@ async fn products(State(state): State<AppState>) -> Result<Json<Vec<ProductPrice
     let prices = state.products.list(&state.stripe).await?;
     Ok(Json(prices.as_ref().clone()))
 }
+
+/// `{"price_id": "..."}` is tiny; anything near this is not from our frontend.
+const MAX_CHECKOUT_BODY: usize = 16 * 1024;
 
 #[derive(Deserialize)]
 struct PriceQuery {
@@ -49,9 +56,16 @@ struct CheckoutBody {
 async fn checkout(
     State(state): State<AppState>,
     user: AuthUser,
-    Query(query): Query<PriceQuery>,
-    body: Bytes,
+    query: Result<Query<PriceQuery>, QueryRejection>,
+    body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<CheckoutStarted>, ApiError> {
+    let Query(query) = query.map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))?;
+    let body = body.map_err(|e| match e.status() {
+        StatusCode::PAYLOAD_TOO_LARGE => ApiError::PayloadTooLarge {
+            limit: MAX_CHECKOUT_BODY,
+        },
+        _ => ApiError::bad_request("invalid_body", e.body_text()),
+    })?;
     let price = if body.iter().all(u8::is_ascii_whitespace) {
         query.price_id.unwrap_or_default()
     } else {
@@ -78,20 +92,32 @@ struct SessionQuery {
     session_id: Option<String>,
 }
 
-async fn success(State(state): State<AppState>, Query(q): Query<SessionQuery>) -> Response {
+/// The browser is always sent on, never shown an error page: a query that cannot be read
+/// counts as no session id.
+fn session_id(query: Result<Query<SessionQuery>, QueryRejection>) -> Option<String> {
+    query.ok().and_then(|Query(q)| q.session_id)
+}
+
+async fn success(
+    State(state): State<AppState>,
+    query: Result<Query<SessionQuery>, QueryRejection>,
+) -> Response {
     let url = confirmation_after_success(
         &state.stripe,
         &state.settings.frontend_url,
-        q.session_id.as_deref(),
+        session_id(query).as_deref(),
     )
     .await;
     found(&url)
 }
 
-async fn cancel(State(state): State<AppState>, Query(q): Query<SessionQuery>) -> Response {
+async fn cancel(
+    State(state): State<AppState>,
+    query: Result<Query<SessionQuery>, QueryRejection>,
+) -> Response {
     found(&confirmation_after_cancel(
         &state.settings.frontend_url,
-        q.session_id.as_deref(),
+        session_id(query).as_deref(),
     ))
 }
 

@@ -401,6 +401,18 @@ async fn bad_checkouts_are_refused_before_anything_is_written() {
         }
         let missing = app.checkout("u", json!({})).await;
         assert_eq!(error_code(missing).await, (400, "invalid_json".into()));
+        let twice = app
+            .as_user(
+                reqwest::Method::POST,
+                "/billing/checkout?price_id=a&price_id=b",
+                "u",
+            )
+            .await;
+        assert_eq!(error_code(twice).await, (400, "invalid_query".into()));
+        let huge = app
+            .checkout("u", json!({"price_id": "x".repeat(20 * 1024)}))
+            .await;
+        assert_eq!(error_code(huge).await, (413, "payload_too_large".into()));
 
         assert!(stripe.posts().is_empty(), "no write reached Stripe");
         assert_eq!(

@@ -4,6 +4,7 @@
 mod billing;
 mod helpers;
 mod migrations;
+mod openapi;
 mod proxy;
 mod status;
 mod webhooks;

@@ -24,7 +24,19 @@ async fn status_routes_answer_like_the_template() {
         assert_eq!(about["podName"], "test-pod");
         assert_eq!(about["version"], env!("CARGO_PKG_VERSION"));
 
-        assert_eq!(app.get("/no/such/route").await.status(), 404);
+        let missing = app.get("/no/such/route").await;
+        assert_eq!(missing.status(), 404);
+        let body: Value = missing.json().await.unwrap();
+        assert_eq!(body["error"]["code"], "no_route");
+        let wrong_method = app
+            .client
+            .delete(format!("{}/status/alive", app.address))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(wrong_method.status(), 405);
+        let body: Value = wrong_method.json().await.unwrap();
+        assert_eq!(body["error"]["code"], "method_not_allowed");
         app.stop().await;
     }
 }

@@ -26,6 +26,7 @@ use crate::metrics::Metrics;
 use crate::migrate::Migrator;
 use crate::products::Products;
 use crate::routes;
+use crate::webhook::batch::Batcher;
 use crate::webhook::handlers::Handlers;
 use crate::webhook::worker::Worker;
 
@@ -39,6 +40,8 @@ pub struct AppState {
     pub products: Arc<Products>,
     /// Tells this process's worker that an event was just stored.
     pub wake_worker: Arc<Notify>,
+    /// Stores webhook deliveries, many per commit.
+    pub webhook_batcher: Batcher,
 }
 
 pub struct Application {
@@ -80,6 +83,7 @@ impl Application {
         ));
         let metrics = Metrics::default();
         let wake_worker = Arc::new(Notify::new());
+        let webhook_batcher = Batcher::start(db.clone());
         let worker = Worker::new(
             db.clone(),
             handlers,
@@ -96,6 +100,7 @@ impl Application {
                 stripe,
                 products,
                 wake_worker,
+                webhook_batcher,
             },
             worker,
         })

@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use billing_service::db::Db;
+use billing_service::webhook::batch::Batcher;
 use billing_service::webhook::handlers::{Event, EventHandler, HandlerError, Handlers};
 use billing_service::webhook::receive::accept_delivery;
 use billing_stripe::fixtures::EventSpec;
@@ -540,7 +541,7 @@ async fn events_stored_before_a_restart_are_processed_after_it() {
             ));
             let header = header_value(WEBHOOK_SECRET, unix_now(), body.as_bytes());
             accept_delivery(
-                &early,
+                &Batcher::start(early.clone()),
                 &settings.stripe,
                 Some(&header),
                 body.as_bytes(),

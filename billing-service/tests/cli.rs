@@ -252,6 +252,15 @@ fn migrate_command_applies_once_lists_and_undoes_on_postgres() {
     url.set_path(&name);
     let dir = tempfile::tempdir().unwrap();
     check_migrate_command(dir.path(), url.as_str());
+    rt.block_on(async {
+        use sqlx::{Connection, Executor};
+        let mut conn = sqlx::AnyConnection::connect(&admin).await.unwrap();
+        conn.execute(sqlx::AssertSqlSafe(format!(
+            "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+        )))
+        .await
+        .unwrap();
+    });
 }
 
 #[test]

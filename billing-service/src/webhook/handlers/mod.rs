@@ -89,46 +89,60 @@ pub struct Handlers {
 impl Handlers {
     /// The handlers this service ships with.
     pub fn builtin() -> Self {
-        let mut handlers = Self::default();
-        for t in ["customer.created", "customer.updated", "customer.deleted"] {
-            handlers = handlers.on(t, customers::Customers);
-        }
-        for t in [
-            "charge.succeeded",
-            "charge.failed",
-            "charge.refunded",
-            "charge.updated",
-        ] {
-            handlers = handlers.on(t, charges::Charges);
-        }
-        for t in [
-            "customer.subscription.created",
-            "customer.subscription.updated",
-            "customer.subscription.deleted",
-        ] {
-            handlers = handlers.on(t, subscriptions::Subscriptions);
-        }
-        for t in [
-            "subscription_schedule.created",
-            "subscription_schedule.updated",
-            "subscription_schedule.canceled",
-            "subscription_schedule.released",
-            "subscription_schedule.completed",
-        ] {
-            handlers = handlers.on(t, schedules::Schedules);
-        }
-        for t in ["invoice.paid", "invoice.payment_failed"] {
-            handlers = handlers.on(t, invoices::Invoices);
-        }
-        handlers.on("checkout.session.completed", checkout::CheckoutCompleted)
+        Self::default()
+            .on_each(
+                &["customer.created", "customer.updated", "customer.deleted"],
+                customers::Customers,
+            )
+            .on_each(
+                &[
+                    "charge.succeeded",
+                    "charge.failed",
+                    "charge.refunded",
+                    "charge.updated",
+                ],
+                charges::Charges,
+            )
+            .on_each(
+                &[
+                    "customer.subscription.created",
+                    "customer.subscription.updated",
+                    "customer.subscription.deleted",
+                ],
+                subscriptions::Subscriptions,
+            )
+            .on_each(
+                &[
+                    "subscription_schedule.created",
+                    "subscription_schedule.updated",
+                    "subscription_schedule.canceled",
+                    "subscription_schedule.released",
+                    "subscription_schedule.completed",
+                ],
+                schedules::Schedules,
+            )
+            .on_each(
+                &["invoice.paid", "invoice.payment_failed"],
+                invoices::Invoices,
+            )
+            .on("checkout.session.completed", checkout::CheckoutCompleted)
     }
 
     /// Adds a handler for `event_type`, after those already there.
-    pub fn on(mut self, event_type: &str, handler: impl EventHandler) -> Self {
-        self.by_type
-            .entry(event_type.to_owned())
-            .or_default()
-            .push(Arc::new(handler));
+    pub fn on(self, event_type: &str, handler: impl EventHandler) -> Self {
+        self.on_each(&[event_type], handler)
+    }
+
+    /// Adds one handler for several event types (one instance, shared), after those already
+    /// there.
+    pub fn on_each(mut self, event_types: &[&str], handler: impl EventHandler) -> Self {
+        let handler: Arc<dyn EventHandler> = Arc::new(handler);
+        for event_type in event_types {
+            self.by_type
+                .entry((*event_type).to_owned())
+                .or_default()
+                .push(handler.clone());
+        }
         self
     }
 

@@ -44,7 +44,15 @@ log() { printf '\n== %s\n' "$*" >&2; }
 # One JSON object per figure; python3 renders them at the end.
 record() { python3 -c 'import json,sys; print(json.dumps(dict(a.split("=",1) for a in sys.argv[1:])))' "$@" >>"$RESULTS"; }
 now_ns() { date +%s%N; }
-rss_kib() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status" 2>/dev/null || echo 0; }
+# Read with bash's own `read`: sampled every 50 ms during the load, a process per sample would
+# take CPU from what is measured.
+rss_kib() {
+    local key value _
+    while read -r key value _; do
+        [[ $key == VmRSS: ]] && { echo "$value"; return; }
+    done <"/proc/$1/status" 2>/dev/null
+    echo 0
+}
 psql_admin() { psql "$PG_ADMIN" -v ON_ERROR_STOP=1 -qAt "$@"; }
 
 PIDS=()
@@ -80,9 +88,11 @@ wait_ready() {
     return 1
 }
 
+# Without TLS: on loopback it only adds encryption to both sides' CPU, and node-postgres (the
+# Node handler's driver) does not use it by default, so both are measured the same way.
 fresh_pg_db() {
     psql_admin -c "DROP DATABASE IF EXISTS $1 WITH (FORCE)" -c "CREATE DATABASE $1"
-    echo "$PG_BASE/$1"
+    echo "$PG_BASE/$1?sslmode=disable"
 }
 
 SERVICE_PID=
@@ -98,9 +108,11 @@ start_service() { # url log
 }
 
 # Drives one load; records events/s, latency, the target's peak RSS and the accepted count.
-# Prints the accepted count.
-drive() { # system engine port pid concurrency count
-    local system=$1 engine=$2 port=$3 pid=$4 c=$5 n=$6 json="$OUT/load-$1-$2-c$5.json"
+# With worker=yes (billing-service), also how many accepted events were still pending for the
+# worker when the load ended and how long it then took to finish them; the next load starts
+# only after that. Prints the accepted count.
+drive() { # system engine port pid concurrency count worker
+    local system=$1 engine=$2 port=$3 pid=$4 c=$5 n=$6 worker=$7 json="$OUT/load-$1-$2-c$5.json"
     "$BIN/stripe-setup" trigger customer.created --url "http://127.0.0.1:$port/webhook/stripe" \
         --secret "$SECRET" --count "$n" --concurrency "$c" --json >"$json" &
     local trigger=$!
@@ -114,14 +126,26 @@ drive() { # system engine port pid concurrency count
         sleep 0.05
     done
     wait "$trigger"
-    python3 - "$json" "$system" "$engine" "$c" "$peak" >>"$RESULTS" <<'EOF'
+    local ended pending=0 catchup_ms=0
+    ended=$(now_ns)
+    if [[ $worker == yes ]]; then
+        pending=$(count "SELECT COUNT(*) FROM stripe_events WHERE status = 'pending'")
+        # Bounded: 1200 polls of 100 ms is 2 minutes.
+        for _ in $(seq 1 1200); do
+            [[ "$(count "SELECT COUNT(*) FROM stripe_events WHERE status = 'pending'")" == 0 ]] && break
+            sleep 0.1
+        done
+        catchup_ms=$((($(now_ns) - ended) / 1000000))
+    fi
+    python3 - "$json" "$system" "$engine" "$c" "$peak" "$pending" "$catchup_ms" >>"$RESULTS" <<'EOF'
 import json, sys
-path, system, engine, c, peak = sys.argv[1:]
+path, system, engine, c, peak, pending, catchup_ms = sys.argv[1:]
 r = json.load(open(path))
 print(json.dumps({"kind": "load", "system": system, "engine": engine, "c": int(c),
     "sent": r["sent"], "accepted": r["accepted"], "failed": r["failed"],
     "eps": r["events_per_sec"], "p50": r["latency_ms"]["p50"], "p99": r["latency_ms"]["p99"],
-    "rss_kib": int(peak), "first_failure": r["first_failure"]}))
+    "elapsed_s": r["elapsed_secs"], "rss_kib": int(peak), "first_failure": r["first_failure"],
+    "pending_at_end": int(pending), "catchup_ms": int(catchup_ms)}))
 EOF
     python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["accepted"])' "$json"
 }
@@ -159,11 +183,11 @@ bench_service() { # engine url count_sql...
     record kind=idle system=billing-service engine="$engine" rss_kib="$(rss_kib "$SERVICE_PID")"
 
     local accepted=0 n
-    accepted=$((accepted + $(drive warmup "$engine" $PORT "$SERVICE_PID" 16 2000)))
+    accepted=$((accepted + $(drive warmup "$engine" $PORT "$SERVICE_PID" 16 2000 yes)))
     for c in "${CONCURRENCIES[@]}"; do
         n=$COUNT; ((c == 1)) && n=$COUNT_C1
         log "billing-service on $engine: $n events at concurrency $c"
-        accepted=$((accepted + $(drive billing-service "$engine" $PORT "$SERVICE_PID" "$c" "$n")))
+        accepted=$((accepted + $(drive billing-service "$engine" $PORT "$SERVICE_PID" "$c" "$n" yes)))
     done
     local rows
     rows=$(count "SELECT COUNT(*) FROM stripe_events")
@@ -258,11 +282,11 @@ PIDS+=("$NODE_PID")
 record kind=ready system=node engine=postgres phase=first ms="$(wait_ready $NODE_PORT "$started")"
 sleep 1
 record kind=idle system=node engine=postgres rss_kib="$(rss_kib "$NODE_PID")"
-accepted=$(drive warmup postgres $NODE_PORT "$NODE_PID" 16 1000)
+accepted=$(drive warmup postgres $NODE_PORT "$NODE_PID" 16 1000 no)
 for c in "${CONCURRENCIES[@]}"; do
     n=$NODE_COUNT; ((c == 1)) && n=$NODE_COUNT_C1
     log "Node handler: $n events at concurrency $c"
-    accepted=$((accepted + $(drive node postgres $NODE_PORT "$NODE_PID" "$c" "$n")))
+    accepted=$((accepted + $(drive node postgres $NODE_PORT "$NODE_PID" "$c" "$n" no)))
 done
 record kind=stored system=node engine=postgres accepted="$accepted" \
     rows="$(pg_count "$NODE_URL" "SELECT COUNT(*) FROM stripe_events")"

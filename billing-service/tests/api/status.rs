@@ -78,3 +78,44 @@ async fn wait_for_status(app: &crate::helpers::TestApp, status: u16) -> Value {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// A statement larger than one TCP segment must not wait for the server's delayed ACK (40 ms
+/// per batch of webhook events): the database connections run with TCP_NODELAY. sqlx 0.9.0
+/// dropped it; `vendor/sqlx-core` puts it back, and this fails if that patch is lost.
+#[cfg(target_os = "linux")]
+#[tokio::test]
+async fn database_connections_disable_nagle() {
+    use std::os::fd::BorrowedFd;
+
+    let Some(admin) = postgres_admin_url() else {
+        return; // SQLite has no socket
+    };
+    let db = TestDb::postgres(&admin).await;
+    let pool = db.connect().await;
+    let mut conn = pool.pool.acquire().await.unwrap();
+    // The server names the client's port, which picks our socket out of the process's.
+    let port: i32 = sqlx::query_scalar("SELECT inet_client_port()")
+        .fetch_one(&mut *conn)
+        .await
+        .unwrap();
+    let mut nodelay = None;
+    for entry in std::fs::read_dir("/proc/self/fd").unwrap().flatten() {
+        let Some(fd) = entry.file_name().to_str().and_then(|n| n.parse().ok()) else {
+            continue;
+        };
+        // Only asked about, never closed; a descriptor closed meanwhile just fails the calls.
+        let fd = unsafe { BorrowedFd::borrow_raw(fd) };
+        let socket = socket2::SockRef::from(&fd);
+        let local = socket.local_addr().ok().and_then(|a| a.as_socket());
+        if local.map(|a| i32::from(a.port())) == Some(port) {
+            nodelay = Some(socket.tcp_nodelay().unwrap());
+        }
+    }
+    drop(conn);
+    pool.pool.close().await;
+    assert_eq!(
+        nodelay,
+        Some(true),
+        "the database socket, client port {port}"
+    );
+}

@@ -4,7 +4,9 @@
 //! in that same transaction, so a handler's writes and "processed" commit together or not at
 //! all. Handlers must be idempotent (an event may be delivered, or replayed, more than once) and
 //! order-safe: every table keeps the `created` of the newest event applied to a row, and an
-//! older event never overwrites it.
+//! older event never overwrites it. A handler can also run more than once in one attempt: the
+//! worker runs a batch of events under one savepoint, and when one of them fails, the writes of
+//! the others are rolled back with it and they run again.
 //!
 //! # Adding behaviour
 //! ```no_run
@@ -47,6 +49,8 @@ pub struct Event {
     pub event_type: String,
     pub created: i64,
     pub payload: serde_json::Value,
+    /// Which attempt at this event this is, from 1.
+    pub attempt: u32,
 }
 
 impl Event {

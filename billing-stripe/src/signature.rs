@@ -131,6 +131,9 @@ pub fn verify<S: AsRef<str>>(
 }
 
 #[cfg(test)]
+mod fuzz;
+
+#[cfg(test)]
 mod tests {
     use super::*;
     use proptest::prelude::*;
@@ -196,11 +199,6 @@ mod tests {
     }
 
     proptest! {
-        #[test]
-        fn parser_never_panics(header in ".{0,200}") {
-            let _ = SignatureHeader::parse(&header);
-        }
-
         #[test]
         fn parser_reads_what_sign_writes(t in any::<i64>(), body in proptest::collection::vec(any::<u8>(), 0..64)) {
             let header = header_value(SECRET, t, &body);

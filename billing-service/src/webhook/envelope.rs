@@ -4,7 +4,11 @@
 //! read later by the handler for its type. Unknown fields are ignored, so a newer API version
 //! never makes a delivery fail.
 
+use std::borrow::Cow;
+use std::marker::PhantomData;
+
 use serde::Deserialize;
+use serde::de::{self, Deserializer, MapAccess, Visitor};
 
 /// A Stripe event id (`evt_...`), the key that makes a repeat delivery recognisable.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -47,25 +51,29 @@ pub struct Envelope {
     pub object_id: Option<String>,
 }
 
+// Text is borrowed from the body unless it holds escapes (`\u0065`), which any JSON writer may
+// use; a borrowed `&str` would refuse those.
 #[derive(Deserialize)]
 struct Raw<'a> {
     #[serde(borrow)]
-    id: &'a str,
+    id: Cow<'a, str>,
     #[serde(default, borrow)]
-    object: Option<&'a str>,
+    object: Option<Cow<'a, str>>,
     #[serde(rename = "type", borrow)]
-    event_type: &'a str,
+    event_type: Cow<'a, str>,
     created: i64,
     livemode: bool,
     #[serde(default)]
     api_version: Option<String>,
     #[serde(default)]
     account: Option<String>,
+    #[serde(deserialize_with = "object_only")]
     data: RawData,
 }
 
 #[derive(Deserialize)]
 struct RawData {
+    #[serde(deserialize_with = "object_only")]
     object: RawObject,
 }
 
@@ -75,11 +83,39 @@ struct RawObject {
     id: Option<String>,
 }
 
+/// Reads `T` from a JSON object only. A derived `Deserialize` also takes an array of the fields
+/// in order, which is not what an event is.
+fn object_only<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
+    deserializer: D,
+) -> Result<T, D::Error> {
+    struct ObjectOnly<T>(PhantomData<T>);
+
+    impl<'de, T: Deserialize<'de>> Visitor<'de> for ObjectOnly<T> {
+        type Value = T;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a JSON object")
+        }
+
+        fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<T, A::Error> {
+            T::deserialize(de::value::MapAccessDeserializer::new(map))
+        }
+    }
+
+    deserializer.deserialize_map(ObjectOnly(PhantomData))
+}
+
 impl Envelope {
+    /// Reads the envelope of an event: UTF-8 JSON text holding one object.
     pub fn parse(body: &[u8]) -> Result<Self, EnvelopeError> {
-        let raw: Raw<'_> =
-            serde_json::from_slice(body).map_err(|e| EnvelopeError(e.to_string()))?;
-        if raw.object.is_some_and(|o| o != "event") {
+        // Checked first: the parts of the body the envelope ignores are skipped unread.
+        let text =
+            std::str::from_utf8(body).map_err(|_| EnvelopeError("the body is not UTF-8".into()))?;
+        let mut deserializer = serde_json::Deserializer::from_str(text);
+        let raw: Raw<'_> = object_only(&mut deserializer)
+            .and_then(|raw| deserializer.end().map(|()| raw))
+            .map_err(|e| EnvelopeError(e.to_string()))?;
+        if raw.object.as_deref().is_some_and(|o| o != "event") {
             return Err(EnvelopeError("object is not \"event\"".into()));
         }
         if raw.event_type.is_empty() || raw.event_type.len() > 255 {
@@ -89,8 +125,8 @@ impl Envelope {
             return Err(EnvelopeError("created is not a unix time".into()));
         }
         Ok(Self {
-            id: StripeEventId::parse(raw.id)?,
-            event_type: raw.event_type.to_owned(),
+            id: StripeEventId::parse(&raw.id)?,
+            event_type: raw.event_type.into_owned(),
             created: raw.created,
             livemode: raw.livemode,
             api_version: raw.api_version,
@@ -101,9 +137,11 @@ impl Envelope {
 }
 
 #[cfg(test)]
+mod fuzz;
+
+#[cfg(test)]
 mod tests {
     use super::*;
-    use proptest::prelude::*;
 
     #[test]
     fn reads_a_real_event_and_ignores_unknown_fields() {
@@ -134,19 +172,6 @@ mod tests {
             br#"{"id":"evt_1; DROP","type":"x","created":1,"livemode":false,"data":{"object":{}}}"#,
         ] {
             assert!(Envelope::parse(body).is_err(), "{}", String::from_utf8_lossy(body));
-        }
-    }
-
-    proptest! {
-        #[test]
-        fn never_panics(body in proptest::collection::vec(any::<u8>(), 0..512)) {
-            let _ = Envelope::parse(&body);
-        }
-
-        #[test]
-        fn never_panics_on_near_events(id in "[a-z_0-9]{0,12}", t in "[a-z.]{0,20}", created in any::<i64>()) {
-            let body = format!(r#"{{"id":"{id}","type":"{t}","created":{created},"livemode":true,"data":{{"object":{{"id":"x"}}}}}}"#);
-            let _ = Envelope::parse(body.as_bytes());
         }
     }
 }

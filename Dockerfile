@@ -16,24 +16,16 @@ ARG RUST_VERSION=1.95
 ARG RUNTIME_IMAGE=gcr.io/distroless/cc-debian12:nonroot
 ARG BINARIES=source
 
-# ---- build: cargo-chef caches the dependency layer, so a code change rebuilds only our crates.
-FROM rust:${RUST_VERSION}-slim-bookworm AS chef
-ARG CARGO_CHEF_VERSION=0.1.78
-RUN cargo install cargo-chef --locked --version "${CARGO_CHEF_VERSION}"
+# ---- build. Not cargo-chef: its dependency layer would stub out the patched crate in vendor/
+# (a `[patch]` path dependency, see vendor/README.md; cargo-chef issue #64). BuildKit cache mounts
+# keep the registry and the build directory between builds on the same builder instead.
+# Only the two shipped packages: the test crates need files from outside this repository.
+FROM rust:${RUST_VERSION}-slim-bookworm AS build
 WORKDIR /src
-
-FROM chef AS planner
 COPY . .
-RUN cargo chef prepare --recipe-path recipe.json
-
-# Only the two shipped packages (and the same selection for cook and build, so cargo's feature
-# unification matches and the cooked layer is reused): the test crates need files from outside
-# this repository.
-FROM chef AS build
-COPY --from=planner /src/recipe.json recipe.json
-RUN cargo chef cook --release --locked -p billing-service -p stripe-setup --recipe-path recipe.json
-COPY . .
-RUN cargo build --release --locked -p billing-service -p stripe-setup \
+RUN --mount=type=cache,target=/usr/local/cargo/registry \
+    --mount=type=cache,target=/src/target \
+    cargo build --release --locked -p billing-service -p stripe-setup \
     && install -D -m 0755 target/release/billing-service /out/billing-service \
     && install -D -m 0755 target/release/stripe-setup /out/stripe-setup
 

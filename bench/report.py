@@ -78,8 +78,8 @@ def render(rows, command):
     w("| server | engine | concurrency | events/s | p50 ms | p99 ms | peak RSS MiB | failed | × Node "
       "| pending for the worker at the end | worker done after s | processed/s, load + catch-up |")
     w("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
-    for system in ("billing-service", "node"):
-        for engine in ("postgres", "sqlite"):
+    for system in ("billing-service", "node", "http-floor"):
+        for engine in ("postgres", "sqlite", "none"):
             for r in sorted(by(kind="load", system=system, engine=engine), key=lambda r: r["c"]):
                 base = node_load.get(r["c"])
                 ratio = f"{r['eps'] / base['eps']:.1f}×" if base and base["eps"] else "–"
@@ -90,6 +90,10 @@ def render(rows, command):
                               f"| {fmt(r['accepted'] / total_s)} |")
                 w(f"| {system} | {engine} | {r['c']} | {fmt(r['eps'])} | {r['p50']:.2f} | {r['p99']:.2f} "
                   f"| {r['rss_kib'] / 1024:.1f} | {r['failed']} | {ratio} {worker}")
+    w("")
+    w("`http-floor` is the service's HTTP stack (tokio, hyper, axum) answering each request at once "
+      "(`billing-service/examples/http_floor.rs`: no signature, no parsing, no database): what the "
+      "load generator and loopback HTTP alone allow on this machine.")
     w("")
     w("events/s counts deliveries answered 2xx, each committed before its answer. The worker handles "
       "them meanwhile, as in production; what it had not handled when the load ended is in the "
@@ -146,14 +150,16 @@ def render(rows, command):
     w("")
     w("The service as a fraction of its floor (PostgreSQL):")
     w("")
-    w("| concurrency | service events/s | ÷ one-row-per-commit INSERTs | ÷ 256-rows-per-commit INSERTs | ÷ CPU floor (2 cores ÷ verify_delivery) |")
-    w("|---:|---:|---:|---:|---:|")
+    http_floor = {r["c"]: r["eps"] for r in by(kind="load", system="http-floor")}
+    w("| concurrency | service events/s | ÷ one-row-per-commit INSERTs | ÷ 256-rows-per-commit INSERTs | ÷ CPU floor (2 cores ÷ verify_delivery) | ÷ HTTP floor |")
+    w("|---:|---:|---:|---:|---:|---:|")
     cpu_floor = 2e9 / crit["verify_delivery"] if "verify_delivery" in crit else None
     for r in sorted(by(kind="load", system="billing-service", engine="postgres"), key=lambda r: r["c"]):
         single = floor.get(("single", r["c"]))
         batch = floor.get(("batch", r["c"]))
         share = lambda base, digits: f"{r['eps'] / base:.{digits}f}" if base else "–"
-        w(f"| {r['c']} | {fmt(r['eps'])} | {share(single, 2)} | {share(batch, 3)} | {share(cpu_floor, 3)} |")
+        w(f"| {r['c']} | {fmt(r['eps'])} | {share(single, 2)} | {share(batch, 3)} | {share(cpu_floor, 3)} "
+          f"| {share(http_floor.get(r['c']), 2)} |")
     w("")
 
     w("### Targets")
@@ -187,6 +193,13 @@ def render(rows, command):
     for name, value, ok in checks:
         w(f"| {name} | {value} | {'yes' if ok else '**no**'} |")
     w("")
+    floor64 = http_floor.get(64)
+    if floor64 and node64:
+        w(f"For scale: at concurrency 64 the HTTP floor answered {fmt(floor64)} requests/s, "
+          f"{floor64 / node64['eps']:.1f}× the Node handler, while 10× the Node handler is "
+          f"{fmt(10 * node64['eps'])}/s; the service reached {svc64['eps'] / floor64:.2f} of the floor."
+          if svc64 else "")
+        w("")
     w(END)
     return "\n".join(out)
 

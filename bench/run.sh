@@ -22,6 +22,7 @@ PG_BASE="${PG_ADMIN%/*}"
 SECRET="whsec_bench_0123456789abcdef"
 PORT=18080
 NODE_PORT=18081
+HTTP_FLOOR_PORT=18082
 
 QUICK=0
 [[ "${1:-}" == "--quick" ]] && QUICK=1
@@ -156,6 +157,7 @@ sqlite_count() { sqlite3 "$1" "$2"; }
 # --- build -------------------------------------------------------------------------------
 log "release build"
 (cd "$ROOT" && cargo build --release -p billing-service -p stripe-setup)
+(cd "$ROOT" && cargo build --release -p billing-service --example http_floor)
 
 log "criterion: verify + parse of a 4 KiB event"
 (cd "$ROOT" && cargo bench -p billing-service --bench verify -- "${CRITERION_ARGS[@]}") \
@@ -238,6 +240,21 @@ bench_service postgres "$PG_URL"
 SQLITE_DIR=$(mktemp -d)
 bench_service sqlite "sqlite://$SQLITE_DIR/billing.db"
 rm -rf "$SQLITE_DIR"
+
+# --- the HTTP floor: the same stack answering without doing anything --------------------
+log "HTTP floor: the service's HTTP stack answering at once, under the same load"
+started=$(now_ns)
+"$BIN/examples/http_floor" $HTTP_FLOOR_PORT >"$OUT/http-floor.log" 2>&1 &
+HTTP_FLOOR_PID=$!
+PIDS+=("$HTTP_FLOOR_PID")
+wait_ready $HTTP_FLOOR_PORT "$started" >/dev/null
+drive warmup none $HTTP_FLOOR_PORT "$HTTP_FLOOR_PID" 16 2000 no >/dev/null
+for c in "${CONCURRENCIES[@]}"; do
+    n=$COUNT; ((c == 1)) && n=$COUNT_C1
+    log "HTTP floor: $n events at concurrency $c"
+    drive http-floor none $HTTP_FLOOR_PORT "$HTTP_FLOOR_PID" "$c" "$n" no >/dev/null
+done
+stop_pid "$HTTP_FLOOR_PID"
 
 # --- the floor: bare INSERTs into a copy of stripe_events -------------------------------
 log "floor: pgbench INSERT ... ON CONFLICT DO NOTHING, one per commit and 256 per commit"

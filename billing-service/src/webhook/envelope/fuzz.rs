@@ -296,19 +296,7 @@ fn write(value: &Value, escape: &[bool], counter: &mut usize, out: &mut String) 
 }
 
 fn corpus() -> Vec<(PathBuf, Vec<u8>)> {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus/envelope");
-    let mut files: Vec<_> = std::fs::read_dir(&dir)
-        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
-        .map(|entry| entry.unwrap().path())
-        .collect();
-    files.sort();
-    files
-        .into_iter()
-        .map(|path| {
-            let bytes = std::fs::read(&path).unwrap();
-            (path, bytes)
-        })
-        .collect()
+    billing_stripe::fixtures::fuzz_corpus("envelope").expect("fuzz/corpus/envelope is readable")
 }
 
 /// The corpus's bytes, read once: every mutation case starts from one of them.

@@ -44,9 +44,9 @@ impl BatchSettings {
             window: Duration::ZERO,
             writers: match engine {
                 // Two: one batch commits while the next is written, which hides a remote
-                // database's round trip. More only made smaller batches: at 64 concurrent
-                // deliveries on two cores, 3 writers gave ~12,400 events/s (p99 ~11.7 ms), 2 gave
-                // ~14,300 (p99 ~9.5 ms), 1 gave ~14,700 (p99 ~9.5 ms).
+                // database's round trip; more only make smaller batches. Back-to-back runs at 64
+                // concurrent deliveries on two cores: 3 writers ~12,400 events/s (p99 ~11.7 ms),
+                // 2 ~14,300 (~9.5 ms), 1 ~14,700 (~9.5 ms); full bench runs vary more than that.
                 Engine::Postgres => 2,
                 Engine::Sqlite => 1,
             },

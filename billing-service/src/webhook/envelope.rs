@@ -155,9 +155,17 @@ impl<'de> Visitor<'de> for Readable {
 impl Envelope {
     /// Reads the envelope of an event: UTF-8 JSON text holding one object, readable whole.
     pub fn parse(body: &[u8]) -> Result<Self, EnvelopeError> {
-        // Checked first: the parts of the body the envelope ignores are skipped unread.
-        let text =
-            std::str::from_utf8(body).map_err(|_| EnvelopeError("the body is not UTF-8".into()))?;
+        Self::parse_str(Self::text(body)?)
+    }
+
+    /// The body as text. Checked before parsing: the parts of the body the envelope ignores are
+    /// skipped unread.
+    pub fn text(body: &[u8]) -> Result<&str, EnvelopeError> {
+        std::str::from_utf8(body).map_err(|_| EnvelopeError("the body is not UTF-8".into()))
+    }
+
+    /// As [`Envelope::parse`], for a body already known to be text.
+    pub fn parse_str(text: &str) -> Result<Self, EnvelopeError> {
         let mut deserializer = serde_json::Deserializer::from_str(text);
         let raw: Raw<'_> = object_only(&mut deserializer)
             .and_then(|raw| deserializer.end().map(|()| raw))

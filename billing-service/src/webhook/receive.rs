@@ -115,11 +115,9 @@ pub fn verify_delivery(
         stripe.webhook_tolerance.as_secs(),
         now,
     )?;
-    let envelope = Envelope::parse(body)?;
-    let payload = std::str::from_utf8(body)
-        .map_err(|_| EnvelopeError("the body is not UTF-8".into()))?
-        .to_owned();
-    Ok((envelope, payload))
+    let text = Envelope::text(body)?;
+    let envelope = Envelope::parse_str(text)?;
+    Ok((envelope, text.to_owned()))
 }
 
 async fn receive(

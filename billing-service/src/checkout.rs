@@ -15,18 +15,14 @@ use billing_stripe::stripe_core::customer::CreateCustomer;
 use billing_stripe::stripe_shared::CheckoutSessionMode;
 use billing_stripe::{StripeClient, idempotency_key};
 use serde::Serialize;
-use sqlx::Row;
 use url::Url;
 
-use crate::auth::{AuthUser, UserId};
+use crate::auth::AuthUser;
+use crate::clock::now_ms;
 use crate::db::Db;
 use crate::error::ApiError;
 use crate::products::Products;
-use crate::webhook::store::now_ms;
-
-/// Subscription states in which a user must manage the subscription they have (in the portal)
-/// rather than buy a second one.
-const LIVE_STATUSES: &str = "'active', 'trialing', 'past_due', 'unpaid'";
+use crate::tables::{customers, subscriptions};
 
 /// How long a double click is recognised as one: the Checkout Session created in the same
 /// window for the same user and price is returned again by Stripe.
@@ -69,7 +65,8 @@ pub async fn start_checkout(
                 format!("{reference} is not a subscription price of this catalog"),
             )
         })?;
-    if let Some(status) = live_subscription(ctx.db, &user.id).await? {
+    if let Some(status) = subscriptions::live_status_of_user(&ctx.db.pool, user.id.as_str()).await?
+    {
         return Err(ApiError::Conflict {
             code: "already_subscribed",
             message: format!(
@@ -112,35 +109,11 @@ pub async fn start_checkout(
     })
 }
 
-/// The status of the user's current live subscription, if any.
-async fn live_subscription(db: &Db, user: &UserId) -> Result<Option<String>, sqlx::Error> {
-    let sql = format!(
-        "SELECT status FROM subscriptions WHERE user_id = $1 AND status IN ({LIVE_STATUSES}) LIMIT 1"
-    );
-    // Only a constant list is spliced in.
-    sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
-        .bind(user.as_str())
-        .fetch_optional(&db.pool)
-        .await
-}
-
-/// The user's Stripe customer id, as recorded, if any.
-pub async fn stored_customer(db: &Db, user: &UserId) -> Result<Option<String>, sqlx::Error> {
-    sqlx::query_scalar(
-        "SELECT stripe_customer_id FROM customers
-         WHERE user_id = $1 AND deleted = FALSE
-         ORDER BY updated_at_ms DESC LIMIT 1",
-    )
-    .bind(user.as_str())
-    .fetch_optional(&db.pool)
-    .await
-}
-
 /// The user's Stripe customer: the one we recorded, or a new one (with `metadata[user_id]`),
 /// recorded once Stripe has made it. The key is the user's, so two concurrent first checkouts
 /// get the same customer from Stripe.
 async fn customer_for(db: &Db, stripe: &StripeClient, user: &AuthUser) -> Result<String, ApiError> {
-    if let Some(customer) = stored_customer(db, &user.id).await? {
+    if let Some(customer) = customers::of_user(&db.pool, user.id.as_str()).await? {
         return Ok(customer);
     }
     let request = CreateCustomer::new()
@@ -151,18 +124,12 @@ async fn customer_for(db: &Db, stripe: &StripeClient, user: &AuthUser) -> Result
         )]));
     let key = idempotency_key("customer", &[user.id.as_str()]);
     let customer = stripe.send_idempotent(&request, &key).await?;
-    let now = now_ms();
-    // event_created = 0: customer.* events, whenever they come, still apply.
-    sqlx::query(
-        "INSERT INTO customers (stripe_customer_id, user_id, email, event_created, created_at_ms, updated_at_ms)
-         VALUES ($1, $2, $3, 0, $4, $4)
-         ON CONFLICT (stripe_customer_id) DO UPDATE SET user_id = COALESCE(customers.user_id, excluded.user_id)",
+    customers::link(
+        &db.pool,
+        customer.id.as_str(),
+        Some(user.id.as_str()),
+        Some(user.email.as_str()),
     )
-    .bind(customer.id.as_str())
-    .bind(user.id.as_str())
-    .bind(user.email.as_str())
-    .bind(now)
-    .execute(&db.pool)
     .await?;
     Ok(customer.id.to_string())
 }
@@ -232,42 +199,6 @@ fn confirmation(frontend_url: &Url, params: &[(&str, &str)]) -> Url {
     url.set_fragment(None);
     url.query_pairs_mut().clear().extend_pairs(params);
     url
-}
-
-/// The user's subscription as our tables know it, for `GET /billing/subscription`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct SubscriptionView {
-    pub status: String,
-    pub price_id: Option<String>,
-    pub current_period_end: Option<i64>,
-    pub cancel_at_period_end: bool,
-}
-
-pub async fn current_subscription(
-    db: &Db,
-    user: &UserId,
-) -> Result<Option<SubscriptionView>, sqlx::Error> {
-    let sql = format!(
-        "SELECT status, price_id, current_period_end,
-                CAST(cancel_at_period_end AS INTEGER) AS cancel_at_period_end
-         FROM subscriptions WHERE user_id = $1
-         ORDER BY CASE WHEN status IN ({LIVE_STATUSES}) THEN 0 ELSE 1 END, updated_at_ms DESC
-         LIMIT 1"
-    );
-    let row = sqlx::query(sqlx::AssertSqlSafe(sql))
-        .bind(user.as_str())
-        .fetch_optional(&db.pool)
-        .await?;
-    row.map(|r| {
-        Ok(SubscriptionView {
-            status: r.try_get("status")?,
-            price_id: r.try_get("price_id")?,
-            current_period_end: r.try_get("current_period_end")?,
-            // The Any driver cannot decode SQLite booleans: read as an integer.
-            cancel_at_period_end: r.try_get::<i32, _>("cancel_at_period_end")? == 1,
-        })
-    })
-    .transpose()
 }
 
 #[cfg(test)]

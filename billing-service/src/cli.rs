@@ -12,7 +12,7 @@ use crate::configuration::{DatabaseSettings, Settings, process_env};
 use crate::db::Db;
 use crate::migrate::Migrator;
 use crate::startup::{Application, shutdown_signal};
-use crate::webhook::events;
+use crate::tables::events::{self, EventStatus};
 
 /// Stripe billing service: checkout, products and signed webhooks.
 ///
@@ -49,8 +49,8 @@ pub enum EventsCommand {
     ///   billing-service events list --type invoice.paid --json
     List {
         /// Only events in this state: pending, processed, failed or ignored.
-        #[arg(long, value_parser = ["pending", "processed", "failed", "ignored"])]
-        status: Option<String>,
+        #[arg(long)]
+        status: Option<EventStatus>,
         /// Only events of this type, e.g. customer.subscription.updated.
         #[arg(long = "type")]
         event_type: Option<String>,
@@ -134,9 +134,25 @@ async fn migrate(args: MigrateArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// The operator commands read and write `stripe_events`: on a database that was never migrated
+/// (or is behind this build) they would fail with the database's own words for a missing table.
+async fn require_migrated(db: &Db, settings: &DatabaseSettings) -> anyhow::Result<()> {
+    let pending = Migrator::embedded(db.engine)?.pending_scripts(db).await?;
+    if pending.is_empty() {
+        return Ok(());
+    }
+    anyhow::bail!(
+        "the database at {} is not migrated for this version ({} pending: {}); run `billing-service migrate` first",
+        settings.display_target(),
+        pending.len(),
+        pending.join(", ")
+    )
+}
+
 async fn events(command: EventsCommand) -> anyhow::Result<ExitCode> {
     let settings = DatabaseSettings::from_env(&process_env)?;
     let db = Db::connect(&settings).await?;
+    require_migrated(&db, &settings).await?;
     match command {
         EventsCommand::List {
             status,

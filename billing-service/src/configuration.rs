@@ -13,8 +13,6 @@ use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use secrecy::{ExposeSecret, SecretString};
 use url::Url;
 
-use crate::webhook::worker::WorkerSettings;
-
 /// Everything `billing-service serve` needs.
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -28,6 +26,36 @@ pub struct Settings {
     /// Reported by `/status/about`, so an operator can tell replicas apart.
     pub pod_name: String,
     pub worker: WorkerSettings,
+}
+
+/// How the webhook worker retries and batches (`WEBHOOK_MAX_ATTEMPTS`, `WEBHOOK_RETRY_BASE_MS`;
+/// the rest are fixed defaults that tests shorten).
+#[derive(Debug, Clone)]
+pub struct WorkerSettings {
+    /// Tries before an event is parked as `failed`.
+    pub max_attempts: u32,
+    /// First retry delay; doubled per attempt, with jitter, up to `retry_max`.
+    pub retry_base: Duration,
+    pub retry_max: Duration,
+    /// How often to look for events stored by other replicas.
+    pub poll_interval: Duration,
+    /// How long to let events gather after a wake-up before claiming them: under load, one
+    /// batch of many costs the database far less than many batches of one or two.
+    pub batch_window: Duration,
+    pub batch_size: u32,
+}
+
+impl Default for WorkerSettings {
+    fn default() -> Self {
+        Self {
+            max_attempts: 8,
+            retry_base: Duration::from_secs(1),
+            retry_max: Duration::from_secs(600),
+            poll_interval: Duration::from_millis(250),
+            batch_window: Duration::from_millis(20),
+            batch_size: 256,
+        }
+    }
 }
 
 #[derive(Debug, Clone)]

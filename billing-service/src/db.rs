@@ -110,3 +110,69 @@ fn sqlite_url(url: &str) -> String {
         format!("{url}?mode=rwc")
     }
 }
+
+/// Whether an error means the database cannot be reached or cannot serve now (the caller should
+/// retry later), as opposed to a query the database refused, which is a bug to report as one.
+pub fn is_unavailable(error: &sqlx::Error) -> bool {
+    match error {
+        sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed
+        | sqlx::Error::Protocol(_) => true,
+        sqlx::Error::Database(e) => e.code().is_some_and(|code| match code.len() {
+            // PostgreSQL's SQLSTATE: connection exceptions (08...), insufficient resources
+            // (53...), and the server shutting down or starting (57P01-57P03).
+            5 => {
+                code.starts_with("08")
+                    || code.starts_with("53")
+                    || matches!(code.as_ref(), "57P01" | "57P02" | "57P03")
+            }
+            // SQLite's result codes: busy or locked by another connection.
+            _ => sqlite_busy(&code),
+        }),
+        _ => false,
+    }
+}
+
+/// SQLite reports its result codes as numbers: 5 (`SQLITE_BUSY`) and 6 (`SQLITE_LOCKED`), the
+/// extended ones in the low byte.
+fn sqlite_busy(code: &str) -> bool {
+    code.parse::<u32>().is_ok_and(|n| matches!(n & 0xff, 5 | 6))
+}
+
+impl Db {
+    /// Whether a table of this name exists in the connection's schema.
+    pub async fn has_table(&self, name: &str) -> Result<bool, sqlx::Error> {
+        let sql = match self.engine {
+            Engine::Postgres => {
+                "SELECT COUNT(*) FROM information_schema.tables
+                 WHERE table_schema = current_schema() AND table_name = $1"
+            }
+            Engine::Sqlite => {
+                "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = $1"
+            }
+        };
+        let count: i64 = sqlx::query_scalar(sql)
+            .bind(name)
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(count > 0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::sqlite_busy;
+
+    #[test]
+    fn sqlite_busy_and_locked_are_recognised_with_extended_codes() {
+        assert!(sqlite_busy("5"));
+        assert!(sqlite_busy("517")); // SQLITE_BUSY_SNAPSHOT
+        assert!(sqlite_busy("6"));
+        assert!(!sqlite_busy("1"));
+        assert!(!sqlite_busy("19")); // SQLITE_CONSTRAINT
+        assert!(!sqlite_busy("42P01"));
+    }
+}

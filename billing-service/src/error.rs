@@ -28,12 +28,14 @@ pub enum ApiError {
     Conflict { code: &'static str, message: String },
     #[error("the request body is larger than {limit} bytes")]
     PayloadTooLarge { limit: usize },
-    /// Stripe failed or could not be reached; the message is one we wrote, not Stripe's.
-    #[error("{0}")]
-    BadGateway(String),
+    /// Stripe failed or could not be reached; the message is ours, Stripe's details are logged.
+    #[error("Stripe could not be reached; try again shortly")]
+    Stripe(#[source] billing_stripe::StripeError),
     /// The database is not answering; the client should retry (Stripe does, for webhooks).
     #[error("the database is unavailable")]
     Unavailable(#[source] anyhow::Error),
+    /// A bug or a broken invariant on our side (a query the database refused, say): logged with
+    /// its cause, answered with no detail.
     #[error("internal error")]
     Internal(#[source] anyhow::Error),
 }
@@ -55,7 +57,7 @@ impl ApiError {
             Self::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
             Self::Conflict { code, .. } => (StatusCode::CONFLICT, code),
             Self::PayloadTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
-            Self::BadGateway(_) => (StatusCode::BAD_GATEWAY, "stripe_unavailable"),
+            Self::Stripe(_) => (StatusCode::BAD_GATEWAY, "stripe_unavailable"),
             Self::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "database_unavailable"),
             Self::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         }
@@ -63,26 +65,27 @@ impl ApiError {
 }
 
 impl From<sqlx::Error> for ApiError {
-    /// Any database error on a request path is treated as the database being unavailable:
-    /// the schema is ours, so a failing query means the database, not the request, is at fault.
+    /// Only an unreachable or overloaded database is "unavailable" (503, retry later); any other
+    /// database error is a bug of ours (500), so that a wrong query never looks like an outage.
     fn from(e: sqlx::Error) -> Self {
-        Self::Unavailable(e.into())
+        if crate::db::is_unavailable(&e) {
+            Self::Unavailable(e.into())
+        } else {
+            Self::Internal(e.into())
+        }
     }
 }
 
 impl From<billing_stripe::StripeError> for ApiError {
     /// Stripe refusing a request is the caller's problem, and Stripe's message says what; Stripe
-    /// failing is ours, and its details stay in the logs.
+    /// failing is ours, and its details stay in the log (written once, with the response).
     fn from(e: billing_stripe::StripeError) -> Self {
         match e {
             billing_stripe::StripeError::Rejected { message, .. } => Self::BadRequest {
                 code: "stripe_rejected",
                 message,
             },
-            other => {
-                tracing::error!(error = %chain(&other), "Stripe request failed");
-                Self::BadGateway("Stripe could not be reached; try again shortly".into())
-            }
+            other => Self::Stripe(other),
         }
     }
 }
@@ -100,6 +103,7 @@ pub fn chain(e: &dyn std::error::Error) -> String {
 }
 
 impl IntoResponse for ApiError {
+    /// The one place a failed request is logged: server errors with their whole cause.
     fn into_response(self) -> Response {
         let (status, code) = self.status_and_code();
         if status.is_server_error() {
@@ -107,5 +111,22 @@ impl IntoResponse for ApiError {
         }
         let body = json!({ "error": { "code": code, "message": self.to_string() } });
         (status, Json(body)).into_response()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_connection_errors_are_unavailable() {
+        let outage = ApiError::from(sqlx::Error::PoolTimedOut);
+        assert_eq!(outage.status_and_code().0, StatusCode::SERVICE_UNAVAILABLE);
+        let bug = ApiError::from(sqlx::Error::ColumnNotFound("nope".into()));
+        assert_eq!(
+            bug.status_and_code(),
+            (StatusCode::INTERNAL_SERVER_ERROR, "internal")
+        );
+        assert_eq!(bug.to_string(), "internal error");
     }
 }

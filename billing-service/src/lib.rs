@@ -3,22 +3,28 @@
 //! # Layout
 //! - [`configuration`]: typed settings from the environment, every problem reported at once.
 //! - [`db`]: the connection pool (PostgreSQL or SQLite through sqlx's `Any` driver).
+//! - [`tables`]: one owner module per table, holding its SQL and its rules.
 //! - [`migrate`]: a Flyway-compatible migrator over the scripts embedded from `migrations/`.
+//! - [`state`]: what every request handler can reach.
 //! - [`startup`]: `Application::build` / `run_until_stopped`, the router and its request span.
-//! - [`routes`]: HTTP handlers, one module per area.
+//! - [`routes`]: HTTP handlers, one module per area, and the list of what is routed.
 //! - [`webhook`]: Stripe webhooks: verify, store once, process in the background.
-//! - [`metrics`]: Prometheus counters behind `GET /metrics`.
-//! - [`error`]: the API's one error type and its JSON body.
-//! - [`auth`]: the user named by the auth proxy's `x-user-id` / `x-user-email` headers.
-//! - [`products`]: the catalog's prices from Stripe, cached.
-//! - [`checkout`]: starting a subscription, the redirects back, the user's subscription.
+//! - [`checkout`]: starting a subscription, and the redirects back.
 //! - [`portal`]: Stripe's customer portal.
+//! - [`products`]: the catalog's prices from Stripe, cached.
+//! - [`auth`]: the user named by the auth proxy's `x-user-id` / `x-user-email` headers.
+//! - [`error`]: the API's one error type and its JSON body.
+//! - [`metrics`]: Prometheus counters behind `GET /metrics`.
+//! - [`clock`]: now, in seconds and milliseconds.
 //! - [`cli`]: the `billing-service` commands.
 //! - [`telemetry`]: tracing set-up.
+//!
+//! Modules import each other without cycles (a test in `tests/api/layout.rs` checks).
 
 pub mod auth;
 pub mod checkout;
 pub mod cli;
+pub mod clock;
 pub mod configuration;
 pub mod db;
 pub mod error;
@@ -28,5 +34,7 @@ pub mod portal;
 pub mod products;
 pub mod routes;
 pub mod startup;
+pub mod state;
+pub mod tables;
 pub mod telemetry;
 pub mod webhook;

@@ -5,10 +5,10 @@ use billing_stripe::{StripeClient, idempotency_key};
 use url::Url;
 
 use crate::auth::AuthUser;
-use crate::checkout::stored_customer;
+use crate::clock::now_ms;
 use crate::db::Db;
 use crate::error::ApiError;
-use crate::webhook::store::now_ms;
+use crate::tables::customers;
 
 /// A portal session for the user's customer; 404 when the user has never checked out.
 pub async fn open_portal(
@@ -17,9 +17,11 @@ pub async fn open_portal(
     frontend_url: &Url,
     user: &AuthUser,
 ) -> Result<String, ApiError> {
-    let customer = stored_customer(db, &user.id).await?.ok_or_else(|| {
-        ApiError::NotFound("no billing account yet: start a subscription first".into())
-    })?;
+    let customer = customers::of_user(&db.pool, user.id.as_str())
+        .await?
+        .ok_or_else(|| {
+            ApiError::NotFound("no billing account yet: start a subscription first".into())
+        })?;
     let request = CreateBillingPortalSession::new()
         .customer(customer.as_str())
         .return_url(frontend_url.as_str());

@@ -28,9 +28,6 @@ pub struct ProductPrice {
     pub unit_amount: i64,
     pub currency: String,
     pub lookup_key: Option<String>,
-    /// Whose price it is, for checkout's check; not part of the reply.
-    #[serde(skip)]
-    pub product_id: String,
     #[serde(skip)]
     interval_rank: u8,
 }
@@ -89,7 +86,6 @@ impl ProductPrice {
             unit_amount,
             currency,
             lookup_key: price.lookup_key.clone(),
-            product_id: price.product.id().to_string(),
             interval_rank,
         })
     }

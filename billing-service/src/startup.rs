@@ -27,23 +27,10 @@ use crate::metrics::Metrics;
 use crate::migrate::Migrator;
 use crate::products::Products;
 use crate::routes;
+use crate::state::AppState;
 use crate::webhook::batch::Batcher;
 use crate::webhook::handlers::Handlers;
 use crate::webhook::worker::Worker;
-
-/// What every handler can reach.
-#[derive(Clone)]
-pub struct AppState {
-    pub db: Db,
-    pub settings: Arc<Settings>,
-    pub metrics: Metrics,
-    pub stripe: StripeClient,
-    pub products: Arc<Products>,
-    /// Tells this process's worker that an event was just stored.
-    pub wake_worker: Arc<Notify>,
-    /// Stores webhook deliveries, many per commit.
-    pub webhook_batcher: Batcher,
-}
 
 pub struct Application {
     listener: TcpListener,
@@ -140,7 +127,8 @@ impl Application {
 /// The whole HTTP surface, with a request span around every request.
 pub fn router(state: AppState) -> Router {
     let cors = cors(&state.settings.frontend_url);
-    routes::router()
+    routes::api()
+        .into_router()
         .layer(cors)
         .layer(
             TraceLayer::new_for_http()

@@ -1,10 +1,11 @@
 //! The `billing-service` binary as an operator runs it: the README's run command, start-up
 //! configuration errors, `migrate`, and shutdown on SIGTERM.
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Output};
+
+use test_support::db::{every_engine, postgres_or_skip};
+use test_support::process::{Launch, Process};
 
 const BIN: &str = env!("CARGO_BIN_EXE_billing-service");
 
@@ -27,89 +28,39 @@ fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+/// `serve` as the README runs it: only the two Stripe secrets set, in `dir`.
+async fn serve(dir: &Path) -> Process {
+    let launch = Launch {
+        program: BIN.into(),
+        dir,
+        env: Vec::new(),
+    }
+    .env("STRIPE_API_SECRET_KEY", "sk_test_readme")
+    .env("STRIPE_WEBHOOK_SECRET", "whsec_readme")
+    .env("SERVER_PORT", "0")
+    .env("LOG_FORMAT", "json");
+    Process::start(launch).await
 }
 
-fn postgres_url() -> Option<String> {
-    std::env::var("DATABASE_URL")
-        .ok()
-        .filter(|u| u.starts_with("postgres"))
+async fn get(server: &Process, path: &str) -> (u16, String) {
+    let response = reqwest::get(server.url(path))
+        .await
+        .expect("the service answers");
+    let status = response.status().as_u16();
+    (status, response.text().await.expect("a body"))
 }
 
-struct Server {
-    child: Child,
-    port: u16,
-}
-
-impl Server {
-    fn start(dir: &Path, extra: &[(&str, &str)]) -> Self {
-        let port = free_port();
-        let port_text = port.to_string();
-        let mut env = vec![
-            ("STRIPE_API_SECRET_KEY", "sk_test_readme"),
-            ("STRIPE_WEBHOOK_SECRET", "whsec_readme"),
-            ("SERVER_PORT", port_text.as_str()),
-        ];
-        env.extend_from_slice(extra);
-        let child = command(dir, &env)
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("server starts");
-        let server = Self { child, port };
-        server.wait_until_alive();
-        server
-    }
-
-    fn get(&self, path: &str) -> Option<(u16, String)> {
-        let url = format!("http://127.0.0.1:{}{path}", self.port);
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async {
-            let response = reqwest::get(url).await.ok()?;
-            let status = response.status().as_u16();
-            Some((status, response.text().await.ok()?))
-        })
-    }
-
-    fn wait_until_alive(&self) {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while self.get("/status/alive").is_none() {
-            assert!(Instant::now() < deadline, "service did not start");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    /// Sends SIGTERM and returns the exit status and everything logged.
-    fn terminate(mut self) -> (std::process::ExitStatus, String) {
-        let pid = self.child.id().to_string();
-        Command::new("kill").args(["-TERM", &pid]).status().unwrap();
-        let stderr = self.child.stderr.take().unwrap();
-        let logs: Vec<String> = BufReader::new(stderr)
-            .lines()
-            .map_while(Result::ok)
-            .collect();
-        (self.child.wait().unwrap(), logs.join("\n"))
-    }
-}
-
-#[test]
-fn readme_run_command_serves_on_an_embedded_sqlite_file() {
+#[tokio::test]
+async fn readme_run_command_serves_on_an_embedded_sqlite_file() {
     let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(dir.path(), &[]);
+    let server = serve(dir.path()).await;
     assert_eq!(
-        server.get("/status/alive"),
-        Some((200, r#"{"alive":"OK"}"#.to_owned()))
+        get(&server, "/status/alive").await,
+        (200, r#"{"alive":"OK"}"#.to_owned())
     );
     assert_eq!(
-        server.get("/status/ready"),
-        Some((200, r#"{"ready":"OK"}"#.to_owned()))
+        get(&server, "/status/ready").await,
+        (200, r#"{"ready":"OK"}"#.to_owned())
     );
     assert!(
         dir.path().join("billing.db").exists(),
@@ -228,55 +179,55 @@ fn migrate_command_applies_once_lists_and_undoes_on_sqlite() {
     check_migrate_command(dir.path(), &url);
 }
 
-#[test]
-fn migrate_command_applies_once_lists_and_undoes_on_postgres() {
-    let Some(admin) = postgres_url() else {
+#[tokio::test]
+async fn migrate_command_applies_once_lists_and_undoes_on_postgres() {
+    let Some(db) =
+        postgres_or_skip("migrate_command_applies_once_lists_and_undoes_on_postgres").await
+    else {
         return;
     };
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let name = format!("billing_test_cli_{}", std::process::id());
-    let mut url = url::Url::parse(&admin).unwrap();
-    rt.block_on(async {
-        use sqlx::{Connection, Executor};
-        sqlx::any::install_default_drivers();
-        let mut conn = sqlx::AnyConnection::connect(&admin).await.unwrap();
-        conn.execute(sqlx::AssertSqlSafe(format!(
-            "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
-        )))
-        .await
-        .unwrap();
-        conn.execute(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
-            .await
-            .unwrap();
-    });
-    url.set_path(&name);
     let dir = tempfile::tempdir().unwrap();
-    check_migrate_command(dir.path(), url.as_str());
-    rt.block_on(async {
-        use sqlx::{Connection, Executor};
-        let mut conn = sqlx::AnyConnection::connect(&admin).await.unwrap();
-        conn.execute(sqlx::AssertSqlSafe(format!(
-            "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
-        )))
+    let url = db.url.clone();
+    // The command blocks; the test database is dropped when `db` goes, pass or fail.
+    tokio::task::spawn_blocking(move || check_migrate_command(dir.path(), &url))
         .await
         .unwrap();
-    });
 }
 
-#[test]
-fn events_can_be_listed_and_replayed_by_an_operator() {
-    let dir = tempfile::tempdir().unwrap();
-    let url = format!("sqlite://{}/ops.db", dir.path().display());
-    let env = [("DATABASE_URL", url.as_str())];
-    assert!(run(dir.path(), &["migrate"], &env).status.success());
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    rt.block_on(async {
-        use sqlx::Connection;
-        sqlx::any::install_default_drivers();
-        let mut conn = sqlx::AnyConnection::connect(&url).await.unwrap();
+/// `run` off the async runtime: the commands block until they exit.
+async fn run_async(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
+    let dir = dir.to_owned();
+    let args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
+    let env: Vec<(String, String)> = env
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect();
+    tokio::task::spawn_blocking(move || {
+        command(&dir, &[])
+            .envs(env)
+            .args(args)
+            .output()
+            .expect("binary runs")
+    })
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn events_can_be_listed_and_replayed_by_an_operator() {
+    for db in every_engine().await {
+        let dir = tempfile::tempdir().unwrap();
+        let env = [("DATABASE_URL", db.url.as_str())];
+        let run = |args: &'static [&'static str]| run_async(dir.path(), args, &env);
+        assert!(run(&["migrate"]).await.status.success());
+        let pool = db.pool().await;
         for (id, status, error) in [
             ("evt_ok", "processed", None),
-            ("evt_bad1", "failed", Some("data.object: missing field `amount`")),
+            (
+                "evt_bad1",
+                "failed",
+                Some("data.object: missing field `amount`"),
+            ),
             ("evt_bad2", "failed", Some("boom")),
         ] {
             sqlx::query(
@@ -286,47 +237,69 @@ fn events_can_be_listed_and_replayed_by_an_operator() {
             .bind(id)
             .bind(status)
             .bind(error)
-            .execute(&mut conn)
+            .execute(&pool)
             .await
             .unwrap();
         }
-    });
+        pool.close().await;
 
-    let listed = run(
-        dir.path(),
-        &["events", "list", "--status", "failed", "--json"],
-        &env,
-    );
-    assert!(listed.status.success(), "{}", text(&listed.stderr));
-    let rows: Vec<serde_json::Value> = text(&listed.stdout)
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
-    let ids: Vec<&str> = rows.iter().map(|r| r["id"].as_str().unwrap()).collect();
-    assert_eq!(ids, ["evt_bad2", "evt_bad1"]);
-    assert_eq!(rows[1]["last_error"], "data.object: missing field `amount`");
+        let listed = run(&["events", "list", "--status", "failed", "--json"]).await;
+        assert!(listed.status.success(), "{}", text(&listed.stderr));
+        let rows: Vec<serde_json::Value> = text(&listed.stdout)
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        let ids: Vec<&str> = rows.iter().map(|r| r["id"].as_str().unwrap()).collect();
+        assert_eq!(ids, ["evt_bad2", "evt_bad1"], "{:?}", db.engine);
+        assert_eq!(rows[1]["last_error"], "data.object: missing field `amount`");
+        assert_eq!(rows[1]["status"], "failed");
 
-    let table = run(dir.path(), &["events", "list"], &env);
-    assert_eq!(text(&table.stdout).lines().count(), 3);
+        let table = run(&["events", "list"]).await;
+        assert_eq!(text(&table.stdout).lines().count(), 3);
 
-    let one = run(dir.path(), &["events", "replay", "evt_ok"], &env);
-    assert!(one.status.success());
-    assert_eq!(text(&one.stdout), "Queued evt_ok for processing.\n");
-    let failed = run(dir.path(), &["events", "replay", "--failed"], &env);
-    assert_eq!(
-        text(&failed.stdout),
-        "Queued 2 failed event(s) for processing.\n"
-    );
-    let pending = run(
-        dir.path(),
-        &["events", "list", "--status", "pending", "--json"],
-        &env,
-    );
-    assert_eq!(text(&pending.stdout).lines().count(), 3);
+        let one = run(&["events", "replay", "evt_ok"]).await;
+        assert!(one.status.success());
+        assert_eq!(text(&one.stdout), "Queued evt_ok for processing.\n");
+        let failed = run(&["events", "replay", "--failed"]).await;
+        assert_eq!(
+            text(&failed.stdout),
+            "Queued 2 failed event(s) for processing.\n"
+        );
+        let pending = run(&["events", "list", "--status", "pending", "--json"]).await;
+        assert_eq!(text(&pending.stdout).lines().count(), 3);
 
-    let missing = run(dir.path(), &["events", "replay", "evt_nope"], &env);
-    assert!(!missing.status.success());
-    assert!(text(&missing.stderr).contains("no stored event has the id evt_nope"));
-    let neither = run(dir.path(), &["events", "replay"], &env);
-    assert!(!neither.status.success(), "an id or --failed is required");
+        let missing = run(&["events", "replay", "evt_nope"]).await;
+        assert!(!missing.status.success());
+        assert!(text(&missing.stderr).contains("no stored event has the id evt_nope"));
+        let neither = run(&["events", "replay"]).await;
+        assert!(!neither.status.success(), "an id or --failed is required");
+        let bad_status = run(&["events", "list", "--status", "done"]).await;
+        assert!(!bad_status.status.success());
+        assert!(
+            text(&bad_status.stderr).contains("'done' is not an event status"),
+            "{}",
+            text(&bad_status.stderr)
+        );
+    }
+}
+
+#[tokio::test]
+async fn event_commands_on_an_unmigrated_database_say_what_to_run() {
+    for db in every_engine().await {
+        let dir = tempfile::tempdir().unwrap();
+        let env = [("DATABASE_URL", db.url.as_str())];
+        for args in [&["events", "list"][..], &["events", "replay", "--failed"]] {
+            let out = run_async(dir.path(), args, &env).await;
+            assert!(!out.status.success(), "{args:?}");
+            let stderr = text(&out.stderr);
+            assert!(
+                stderr.contains("is not migrated for this version")
+                    && stderr.contains("V1__billing_tables.sql")
+                    && stderr.contains("run `billing-service migrate` first"),
+                "{:?} {args:?}: {stderr}",
+                db.engine
+            );
+            assert!(!stderr.contains("no such table"), "{stderr}");
+        }
+    }
 }

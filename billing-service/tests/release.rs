@@ -6,13 +6,14 @@
 //! binary exists (`cargo build --release -p billing-service`) and says so when it does not.
 
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
+use billing_service::clock::unix_now;
 use billing_stripe::fixtures::{self, EventSpec};
 use billing_stripe::signature::header_value;
 use serde_json::{Value, json};
 use stripe_wiremock::StripeDouble;
+use test_support::process::{Launch, Process};
 
 const SECRET: &str = "whsec_release_test";
 
@@ -22,15 +23,6 @@ fn release_binary() -> Option<PathBuf> {
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target"));
     let bin = target.join("release/billing-service");
     bin.exists().then_some(bin)
-}
-
-struct Service(Child);
-
-impl Drop for Service {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 #[tokio::test]
@@ -48,48 +40,29 @@ async fn the_release_binary_serves_a_whole_subscription() {
     let stripe = StripeDouble::start().await;
     let catalog = stripe.seed_default_catalog();
     let dir = tempfile::tempdir().unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let base = format!("http://127.0.0.1:{port}");
-    let started = Instant::now();
-    let mut service = Service(
-        Command::new(bin)
-            .env_clear()
-            .current_dir(dir.path())
-            .envs([
-                ("STRIPE_API_SECRET_KEY", "sk_test_release"),
-                ("STRIPE_WEBHOOK_SECRET", SECRET),
-                ("STRIPE_API_BASE", stripe.uri().as_str()),
-                ("SERVER_PORT", &port.to_string()),
-                ("FRONTEND_URL", "https://app.example.com"),
-                ("BACKEND_URL", "https://api.example.com"),
-                ("LOG_FORMAT", "json"),
-                ("RUST_LOG", "warn"),
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let mut launch = Launch {
+        program: bin,
+        dir: dir.path(),
+        env: Vec::new(),
+    };
+    for (key, value) in [
+        ("STRIPE_API_SECRET_KEY", "sk_test_release"),
+        ("STRIPE_WEBHOOK_SECRET", SECRET),
+        ("STRIPE_API_BASE", stripe.uri().as_str()),
+        ("SERVER_PORT", "0"),
+        ("FRONTEND_URL", "https://app.example.com"),
+        ("BACKEND_URL", "https://api.example.com"),
+        ("LOG_FORMAT", "json"),
+        ("RUST_LOG", "info"),
+    ] {
+        launch = launch.env(key, value);
+    }
+    let service = Process::start(launch).await;
+    let base = service.url("");
     let http = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .build()
         .unwrap();
-    while http
-        .get(format!("{base}/status/ready"))
-        .send()
-        .await
-        .is_err()
-    {
-        assert!(
-            started.elapsed() < Duration::from_secs(20),
-            "never became ready"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
 
     let products: Vec<Value> = http
         .get(format!("{base}/billing/products"))
@@ -132,10 +105,7 @@ async fn the_release_binary_serves_a_whole_subscription() {
         .as_str()
         .unwrap()
         .to_owned();
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64;
+    let now = unix_now();
     let event = fixtures::event(&EventSpec {
         customer,
         user_id: "release-user".into(),
@@ -179,9 +149,10 @@ async fn the_release_binary_serves_a_whole_subscription() {
         .unwrap();
     assert_eq!(portal.status(), 200);
 
-    let pid = service.0.id().to_string();
-    Command::new("kill").args(["-TERM", &pid]).status().unwrap();
-    let status = service.0.wait().unwrap();
-    assert!(status.success(), "SIGTERM ends it cleanly: {status:?}");
+    let (status, logs) = service.terminate();
+    assert!(
+        status.success(),
+        "SIGTERM ends it cleanly: {status:?}\n{logs}"
+    );
     stripe.assert_no_violations();
 }

@@ -423,23 +423,6 @@ fn invoice(spec: &EventSpec, paid: bool) -> Value {
     })
 }
 
-/// The fuzzing corpus of one parser (`fuzz/corpus/<parser>/`, see `fuzz/README.md`): each file's
-/// path and bytes, in name order. For the fuzz tests of this crate and of billing-service; it
-/// reads the source tree, so it only works from a checkout.
-pub fn fuzz_corpus(parser: &str) -> std::io::Result<Vec<(std::path::PathBuf, Vec<u8>)>> {
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../fuzz/corpus")
-        .join(parser);
-    let mut paths = std::fs::read_dir(&dir)?
-        .map(|entry| entry.map(|e| e.path()))
-        .collect::<std::io::Result<Vec<_>>>()?;
-    paths.sort();
-    paths
-        .into_iter()
-        .map(|path| std::fs::read(&path).map(|bytes| (path, bytes)))
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

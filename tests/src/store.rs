@@ -3,8 +3,7 @@
 
 use std::time::Duration;
 
-use billing_service::db::Db;
-use sqlx::Row;
+use sqlx::{AnyPool, Row};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredEvent {
@@ -16,9 +15,9 @@ pub struct StoredEvent {
 }
 
 /// Every stored event, by id.
-pub async fn stored_events(db: &Db) -> Vec<StoredEvent> {
+pub async fn stored_events(db: &AnyPool) -> Vec<StoredEvent> {
     sqlx::query("SELECT id, type, status, attempts, last_error FROM stripe_events ORDER BY id")
-        .fetch_all(&db.pool)
+        .fetch_all(db)
         .await
         .expect("stripe_events can be read")
         .iter()
@@ -33,9 +32,9 @@ pub async fn stored_events(db: &Db) -> Vec<StoredEvent> {
 }
 
 /// A `SELECT COUNT(*) ...`.
-pub async fn count(db: &Db, sql: &'static str) -> i64 {
+pub async fn count(db: &AnyPool, sql: &'static str) -> i64 {
     sqlx::query_scalar(sql)
-        .fetch_one(&db.pool)
+        .fetch_one(db)
         .await
         .unwrap_or_else(|e| panic!("{sql}: {e}"))
 }
@@ -43,7 +42,7 @@ pub async fn count(db: &Db, sql: &'static str) -> i64 {
 /// Polls `stripe_events` until `done` holds, and returns the rows; panics after `timeout`
 /// naming `what` and the rows that were not done.
 pub async fn wait_for(
-    db: &Db,
+    db: &AnyPool,
     what: &str,
     timeout: Duration,
     done: impl Fn(&[StoredEvent]) -> bool,
@@ -70,7 +69,7 @@ pub async fn wait_for(
 }
 
 /// Waits until no event is `pending` (the worker has taken every one to a final state).
-pub async fn wait_until_settled(db: &Db, timeout: Duration) -> Vec<StoredEvent> {
+pub async fn wait_until_settled(db: &AnyPool, timeout: Duration) -> Vec<StoredEvent> {
     wait_for(db, "every stored event leaves pending", timeout, |rows| {
         rows.iter().all(|r| r.status != "pending")
     })

@@ -5,11 +5,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use billing_service::clock::unix_now;
 use billing_stripe::fixtures::{self, EventSpec};
 use billing_stripe::signature;
 use tokio_util::sync::CancellationToken;
 
-use crate::{WEBHOOK_SECRET, unix_now};
+use crate::WEBHOOK_SECRET;
 
 /// A prefix for event ids no other test (or earlier run on the same database) uses.
 pub fn unique_prefix(tag: &str) -> String {

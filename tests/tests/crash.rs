@@ -12,10 +12,10 @@ use std::collections::BTreeSet;
 use std::os::unix::process::ExitStatusExt;
 use std::time::Duration;
 
-use e2e::db::every_engine;
 use e2e::service::Service;
 use e2e::store::{stored_events, wait_for};
 use e2e::webhook::{Load, Retry, send_until_acknowledged, steady_load, unique_prefix};
+use test_support::db::every_engine;
 use tokio_util::sync::CancellationToken;
 
 const TYPES: &[&str] = &[
@@ -32,7 +32,7 @@ async fn sigkill_under_load_loses_no_acknowledged_event() {
     for db in every_engine().await {
         let service = Service::start(&db.url).await;
         let pid = service.pid();
-        let store = db.connect().await;
+        let store = db.pool().await;
 
         let stop = CancellationToken::new();
         let load = tokio::spawn(steady_load(

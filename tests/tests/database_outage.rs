@@ -14,11 +14,11 @@
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-use e2e::db::postgres_or_skip;
-use e2e::proxy::proxied;
 use e2e::service::Service;
 use e2e::store::{count, wait_until_settled};
 use e2e::webhook::{Load, Retry, steady_load, unique_prefix};
+use test_support::db::postgres_or_skip;
+use test_support::proxy::proxied;
 use tokio_util::sync::CancellationToken;
 
 const TYPES: &[&str] = &["customer.created", "charge.succeeded", "invoice.paid"];
@@ -33,7 +33,7 @@ async fn database_outage_answers_503_then_recovers_losing_nothing() {
     };
     let (proxy, proxied_url) = proxied(&db.url).await;
     let service = Service::start(&proxied_url).await;
-    let store = db.connect().await;
+    let store = db.pool().await;
     let client = reqwest::Client::new();
 
     let stop = CancellationToken::new();

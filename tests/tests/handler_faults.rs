@@ -20,11 +20,11 @@ use billing_service::configuration::Settings;
 use billing_service::startup::Application;
 use billing_service::webhook::handlers::{Event, EventHandler, HandlerError, Handlers};
 use e2e::WEBHOOK_SECRET;
-use e2e::db::every_engine;
 use e2e::metrics;
 use e2e::store::{count, wait_until_settled};
 use e2e::webhook::{Load, Retry, steady_load};
 use sqlx::AnyConnection;
+use test_support::db::every_engine;
 use tokio_util::sync::CancellationToken;
 
 const TYPES: &[&str] = &["customer.created", "charge.succeeded", "invoice.paid"];
@@ -136,7 +136,7 @@ async fn injected_handler_failures_end_processed_or_failed_never_lost() {
         assert_eq!(sent.len(), EVENTS as usize);
         assert!(sent.iter().all(|s| s.acknowledged()), "{:?}", db.engine);
 
-        let store = db.connect().await;
+        let store = db.pool().await;
         let rows = wait_until_settled(&store, Duration::from_secs(60)).await;
         assert_eq!(rows.len(), EVENTS as usize, "{:?}: none lost", db.engine);
 

@@ -11,13 +11,14 @@
 
 use std::time::Duration;
 
-use e2e::db::postgres_or_skip;
+use billing_service::clock::unix_now;
+use e2e::WEBHOOK_SECRET;
 use e2e::metrics;
 use e2e::service::Service;
 use e2e::store::{count, wait_for};
 use e2e::webhook::{event_body, unique_prefix};
-use e2e::{WEBHOOK_SECRET, unix_now};
 use serde_json::Value;
+use test_support::db::postgres_or_skip;
 use tokio::task::JoinSet;
 
 const DELIVERIES_EACH: usize = 100;
@@ -31,7 +32,7 @@ async fn one_event_sent_to_two_instances_is_stored_and_handled_once() {
     };
     // Started together, as a rollout does: their migrations take turns.
     let (a, b) = tokio::join!(Service::start(&db.url), Service::start(&db.url));
-    let store = db.connect().await;
+    let store = db.pool().await;
 
     let id = format!("{}1", unique_prefix("twice"));
     let body = event_body("customer.created", &id);
@@ -100,7 +101,7 @@ async fn one_event_sent_to_two_instances_is_stored_and_handled_once() {
     );
     assert_eq!(count(&store, "SELECT COUNT(*) FROM customers").await, 1);
     let stored_customer: String = sqlx::query_scalar("SELECT stripe_customer_id FROM customers")
-        .fetch_one(&store.pool)
+        .fetch_one(&store)
         .await
         .unwrap();
     assert_eq!(stored_customer, customer_id);

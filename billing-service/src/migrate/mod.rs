@@ -24,6 +24,9 @@ pub use script::{Kind, Script, ScriptError, Scripts, Version};
 static POSTGRES: Dir<'_> = include_dir!("$CARGO_MANIFEST_DIR/../migrations/postgres");
 static SQLITE: Dir<'_> = include_dir!("$CARGO_MANIFEST_DIR/../migrations/sqlite");
 
+/// Flyway's name for its history table.
+const HISTORY_TABLE: &str = "flyway_schema_history";
+
 /// An arbitrary constant that names our advisory lock (Flyway uses its own, different one).
 const LOCK_KEY: i64 = 0x0b11_1e55;
 
@@ -120,6 +123,20 @@ impl Migrator {
         let result = self.migrate_on(&mut conn, dry_run).await;
         unlock(db, &mut conn).await?;
         result
+    }
+
+    /// The scripts [`Migrator::migrate`] would apply, read without the lock and without writing
+    /// anything (not even the history table), for commands that need a migrated database.
+    pub async fn pending_scripts(&self, db: &Db) -> Result<Vec<String>, MigrateError> {
+        let history = match db.has_table(HISTORY_TABLE).await? {
+            true => history(&mut *db.pool.acquire().await?).await?,
+            false => Vec::new(),
+        };
+        Ok(self
+            .pending(&history)?
+            .iter()
+            .map(|s| s.name.clone())
+            .collect())
     }
 
     /// Reverts the latest applied versioned script with its `U` script.

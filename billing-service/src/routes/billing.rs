@@ -1,37 +1,41 @@
 //! The billing API the frontend calls. Thin: each handler reads the request, calls
-//! [`crate::checkout`], [`crate::products`] or [`crate::portal`], and shapes the reply.
+//! [`crate::checkout`], [`crate::products`], [`crate::portal`] or the subscription read model in
+//! [`crate::tables::subscriptions`], and shapes the reply.
 
+use axum::Json;
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, QueryRejection};
 use axum::extract::{DefaultBodyLimit, Query, State};
-use axum::http::{StatusCode, header};
+use axum::handler::Handler;
+use axum::http::{Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use super::Routes;
 use crate::auth::AuthUser;
 use crate::checkout::{
-    CheckoutContext, CheckoutStarted, SubscriptionView, confirmation_after_cancel,
-    confirmation_after_success, current_subscription, start_checkout,
+    CheckoutContext, CheckoutStarted, confirmation_after_cancel, confirmation_after_success,
+    start_checkout,
 };
 use crate::error::ApiError;
 use crate::portal::open_portal;
 use crate::products::ProductPrice;
-use crate::startup::AppState;
+use crate::state::AppState;
+use crate::tables::subscriptions::{self, SubscriptionView};
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/billing/products", get(products))
+pub fn routes() -> Routes {
+    Routes::default()
+        .route(Method::GET, "/billing/products", products)
         .route(
+            Method::POST,
             "/billing/checkout",
-            post(checkout).layer(DefaultBodyLimit::max(MAX_CHECKOUT_BODY)),
+            checkout.layer(DefaultBodyLimit::max(MAX_CHECKOUT_BODY)),
         )
-        .route("/billing/success", get(success))
-        .route("/billing/cancel", get(cancel))
-        .route("/billing/subscription", get(subscription))
-        .route("/billing/portal", post(portal))
+        .route(Method::GET, "/billing/success", success)
+        .route(Method::GET, "/billing/cancel", cancel)
+        .route(Method::GET, "/billing/subscription", subscription)
+        .route(Method::POST, "/billing/portal", portal)
 }
 
 async fn products(State(state): State<AppState>) -> Result<Json<Vec<ProductPrice>>, ApiError> {
@@ -130,7 +134,7 @@ async fn subscription(
     State(state): State<AppState>,
     user: AuthUser,
 ) -> Result<Json<SubscriptionView>, ApiError> {
-    current_subscription(&state.db, &user.id)
+    subscriptions::current_of_user(&state.db.pool, user.id.as_str())
         .await?
         .map(Json)
         .ok_or_else(|| ApiError::NotFound("no subscription".into()))

@@ -6,18 +6,16 @@
 //! checks the running service against it. It is embedded at compile time so the binary serves
 //! exactly the document it was built with, with no file to ship beside it.
 
-use axum::Router;
-use axum::http::header;
+use axum::http::{Method, header};
 use axum::response::IntoResponse;
-use axum::routing::get;
 
-use crate::startup::AppState;
+use super::Routes;
 
 /// The document, byte for byte as in the repository.
 pub const DOCUMENT: &str = include_str!("../../openapi.json");
 
-pub fn router() -> Router<AppState> {
-    Router::new().route("/openapi.json", get(document))
+pub fn routes() -> Routes {
+    Routes::default().route(Method::GET, "/openapi.json", document)
 }
 
 async fn document() -> impl IntoResponse {

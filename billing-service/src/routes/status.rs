@@ -1,19 +1,23 @@
-//! Status routes, with the paths and JSON of the template's Node backend so that existing
-//! Kubernetes probes and auth-proxy rules keep working.
+//! What operators and their tools ask: the probes, with the paths and JSON of the template's
+//! Node backend so that existing Kubernetes probes and auth-proxy rules keep working, and the
+//! Prometheus scrape.
 
+use axum::Json;
 use axum::extract::State;
-use axum::http::StatusCode;
-use axum::routing::get;
-use axum::{Json, Router};
+use axum::http::{Method, StatusCode, header};
+use axum::response::IntoResponse;
 use serde_json::{Value, json};
 
-use crate::startup::AppState;
+use super::Routes;
+use crate::state::AppState;
+use crate::tables::events;
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/status/alive", get(alive))
-        .route("/status/ready", get(ready))
-        .route("/status/about", get(about))
+pub fn routes() -> Routes {
+    Routes::default()
+        .route(Method::GET, "/status/alive", alive)
+        .route(Method::GET, "/status/ready", ready)
+        .route(Method::GET, "/status/about", about)
+        .route(Method::GET, "/metrics", metrics)
 }
 
 /// Liveness: the process answers. Deliberately no database access, so that a database outage
@@ -40,4 +44,17 @@ async fn about(State(state): State<AppState>) -> Json<Value> {
         "podName": state.settings.pod_name,
         "version": env!("CARGO_PKG_VERSION"),
     }))
+}
+
+/// Prometheus text format; the counters live in [`crate::metrics`].
+async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+    // A scrape still answers while the database is down, without the depth.
+    let depth = events::queue_depth(&state.db.pool).await.ok();
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        state.metrics.encode(depth),
+    )
 }

@@ -21,8 +21,8 @@ use std::time::Duration;
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
 use super::envelope::Envelope;
-use super::store::{MAX_ROWS, NewEvent, Stored, insert_events};
 use crate::db::{Db, Engine};
+use crate::tables::events::{self, MAX_ROWS, NewEvent, Stored};
 
 #[derive(Debug, Clone)]
 pub struct BatchSettings {
@@ -44,9 +44,7 @@ impl BatchSettings {
             window: Duration::ZERO,
             writers: match engine {
                 // Two: one batch commits while the next is written, which hides a remote
-                // database's round trip; more only make smaller batches. Back-to-back runs at 64
-                // concurrent deliveries on two cores: 3 writers ~12,400 events/s (p99 ~11.7 ms),
-                // 2 ~14,300 (~9.5 ms), 1 ~14,700 (~9.5 ms); full bench runs vary more than that.
+                // database's round trip; more only make smaller batches (BENCHMARKS.md).
                 Engine::Postgres => 2,
                 Engine::Sqlite => 1,
             },
@@ -55,14 +53,43 @@ impl BatchSettings {
     }
 }
 
-/// What a delivery is answered: stored new, a duplicate, or the batch's error (shared by every
-/// delivery of the batch).
-pub type StoreResult = Result<Stored, Arc<sqlx::Error>>;
+/// Why a delivery was not stored. Cloned to every delivery of a failed batch.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum BatchError {
+    /// The batching task is gone: the application is shutting down.
+    #[error("the webhook store is shutting down")]
+    Closed,
+    /// The batch's task ended without answering (it panicked): its insert may or may not have
+    /// run, so the delivery is refused and Stripe's retry will tell.
+    #[error("the batch writer stopped before answering")]
+    Crashed,
+    #[error("storing the batch failed")]
+    Database(#[source] Arc<sqlx::Error>),
+}
+
+/// What a delivery is answered: stored new, a duplicate, or why not.
+pub type StoreResult = Result<Stored, BatchError>;
 
 struct Delivery {
     envelope: Envelope,
     payload: String,
     reply: oneshot::Sender<StoreResult>,
+}
+
+impl Delivery {
+    fn as_new_event(&self) -> NewEvent<'_> {
+        let envelope = &self.envelope;
+        NewEvent {
+            id: envelope.id.as_str(),
+            event_type: &envelope.event_type,
+            created: envelope.created,
+            livemode: envelope.livemode,
+            api_version: envelope.api_version.as_deref(),
+            account: envelope.account.as_deref(),
+            object_id: envelope.object_id.as_deref(),
+            payload: &self.payload,
+        }
+    }
 }
 
 /// The handle deliveries are stored through; cheap to clone. The task behind it stops when the
@@ -100,13 +127,9 @@ impl Batcher {
             reply,
         };
         if self.sender.send(delivery).await.is_err() {
-            return Err(Arc::new(sqlx::Error::PoolClosed));
+            return Err(BatchError::Closed);
         }
-        // A dropped reply means the batch's task panicked; its insert may or may not have run,
-        // so the delivery is refused and Stripe's retry will tell.
-        answer
-            .await
-            .unwrap_or_else(|_| Err(Arc::new(sqlx::Error::WorkerCrashed)))
+        answer.await.unwrap_or(Err(BatchError::Crashed))
     }
 }
 
@@ -146,18 +169,16 @@ async fn gather(db: Db, settings: BatchSettings, mut receiver: mpsc::Receiver<De
     }
 }
 
+/// Stores a batch and answers each delivery. A failure is not logged here: each delivery's
+/// answer carries it, and the HTTP layer logs what it answers.
 async fn write(db: &Db, batch: Vec<Delivery>) {
     let mut seen = HashSet::with_capacity(batch.len());
-    let events: Vec<NewEvent<'_>> = batch
+    let rows: Vec<NewEvent<'_>> = batch
         .iter()
         .filter(|d| seen.insert(d.envelope.id.as_str()))
-        .map(|d| NewEvent {
-            envelope: &d.envelope,
-            payload: &d.payload,
-        })
+        .map(Delivery::as_new_event)
         .collect();
-    let result = insert_events(db, &events).await;
-    match result {
+    match events::insert(db, &rows).await {
         Ok(mut new_ids) => {
             for delivery in batch {
                 // The first delivery of a new id takes it; later copies in the batch find it gone.
@@ -169,10 +190,9 @@ async fn write(db: &Db, batch: Vec<Delivery>) {
             }
         }
         Err(e) => {
-            tracing::warn!(error = %e, deliveries = batch.len(), "a batch of webhook events could not be stored");
-            let error = Arc::new(e);
+            let error = BatchError::Database(Arc::new(e));
             for delivery in batch {
-                let _ = delivery.reply.send(Err(Arc::clone(&error)));
+                let _ = delivery.reply.send(Err(error.clone()));
             }
         }
     }
@@ -183,7 +203,7 @@ mod tests {
     use super::*;
     use crate::configuration::DatabaseSettings;
     use crate::migrate::Migrator;
-    use sqlx::{Connection, Executor};
+    use test_support::db::every_engine;
 
     fn event(id: &str) -> (Envelope, String) {
         let payload = format!(
@@ -193,83 +213,24 @@ mod tests {
         (envelope, payload)
     }
 
-    /// Fresh databases, one per engine: SQLite always, PostgreSQL when `DATABASE_URL` names a
-    /// server. Dropped again by [`Databases::remove`].
-    struct Databases {
-        dbs: Vec<Db>,
-        postgres: Option<(String, String)>,
-        _dir: tempfile::TempDir,
-    }
-
-    impl Databases {
-        async fn remove(self) {
-            for db in &self.dbs {
-                db.pool.close().await;
-            }
-            if let Some((admin, name)) = self.postgres {
-                let mut conn = sqlx::AnyConnection::connect(&admin).await.expect("admin");
-                conn.execute(sqlx::AssertSqlSafe(format!(
-                    "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
-                )))
+    async fn connect(url: &str, migrated: bool) -> Db {
+        let db = Db::connect(&DatabaseSettings::new(url))
+            .await
+            .expect("connect");
+        if migrated {
+            Migrator::embedded(db.engine)
+                .expect("migrations")
+                .migrate(&db, false)
                 .await
-                .expect("drop database");
-            }
+                .expect("migrate");
         }
-    }
-
-    async fn databases(migrated: bool) -> Databases {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let mut urls = vec![format!("sqlite://{}/batch.db", dir.path().display())];
-        let mut postgres = None;
-        if let Some(admin) = std::env::var("DATABASE_URL")
-            .ok()
-            .filter(|u| u.starts_with("postgres"))
-        {
-            sqlx::any::install_default_drivers();
-            // Tests run at once in one process: the counter keeps their databases apart.
-            static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-            let name = format!(
-                "billing_batch_{}_{}_{}",
-                std::process::id(),
-                NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
-                super::super::store::now_ms()
-            );
-            let mut conn = sqlx::AnyConnection::connect(&admin)
-                .await
-                .expect("PostgreSQL reachable");
-            conn.execute(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
-                .await
-                .expect("create database");
-            let mut url = url::Url::parse(&admin).expect("DATABASE_URL parses");
-            url.set_path(&name);
-            urls.push(url.to_string());
-            postgres = Some((admin, name));
-        }
-        let mut dbs = Vec::new();
-        for url in urls {
-            let db = Db::connect(&DatabaseSettings::new(url))
-                .await
-                .expect("connect");
-            if migrated {
-                Migrator::embedded(db.engine)
-                    .expect("migrations")
-                    .migrate(&db, false)
-                    .await
-                    .expect("migrate");
-            }
-            dbs.push(db);
-        }
-        Databases {
-            dbs,
-            postgres,
-            _dir: dir,
-        }
+        db
     }
 
     #[tokio::test]
     async fn concurrent_deliveries_with_repeats_are_each_answered_once_stored() {
-        let databases = databases(true).await;
-        for db in databases.dbs.clone() {
+        for test_db in every_engine().await {
+            let db = connect(&test_db.url, true).await;
             let settings = BatchSettings {
                 max_batch: 32,
                 window: Duration::from_millis(20),
@@ -306,15 +267,15 @@ mod tests {
                 batcher.store(envelope, payload).await.ok(),
                 Some(Stored::Duplicate)
             );
+            db.pool.close().await;
         }
-        databases.remove().await;
     }
 
     #[tokio::test]
     async fn a_failed_batch_gives_every_delivery_the_error() {
-        // No migrations: the table is missing, so the insert fails.
-        let databases = databases(false).await;
-        for db in databases.dbs.clone() {
+        for test_db in every_engine().await {
+            // No migrations: the table is missing, so the insert fails.
+            let db = connect(&test_db.url, false).await;
             let settings = BatchSettings {
                 window: Duration::from_millis(50),
                 ..BatchSettings::for_engine(db.engine)
@@ -332,12 +293,12 @@ mod tests {
             for task in tasks {
                 let result = task.await.expect("task");
                 assert!(
-                    matches!(result, Err(ref e) if matches!(**e, sqlx::Error::Database(_))),
+                    matches!(result, Err(BatchError::Database(ref e)) if matches!(**e, sqlx::Error::Database(_))),
                     "{:?}: {result:?}",
                     db.engine
                 );
             }
+            db.pool.close().await;
         }
-        databases.remove().await;
     }
 }

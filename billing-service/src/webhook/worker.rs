@@ -17,43 +17,17 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use backon::{BackoffBuilder, ExponentialBuilder};
-use sqlx::{AnyConnection, Connection, Row};
+use sqlx::{AnyConnection, Connection};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use super::handlers::{Event, HandlerError, Handlers};
-use super::store::now_ms;
-use crate::db::{Db, Engine};
+use crate::clock::now_ms;
+use crate::configuration::WorkerSettings;
+use crate::db::{self, Db, Engine};
 use crate::error::chain;
 use crate::metrics::Metrics;
-
-#[derive(Debug, Clone)]
-pub struct WorkerSettings {
-    /// Tries before an event is parked as `failed`.
-    pub max_attempts: u32,
-    /// First retry delay; doubled per attempt, with jitter, up to `retry_max`.
-    pub retry_base: Duration,
-    pub retry_max: Duration,
-    /// How often to look for events stored by other replicas.
-    pub poll_interval: Duration,
-    /// How long to let events gather after a wake-up before claiming them: under load, one
-    /// batch of many costs the database far less than many batches of one or two.
-    pub batch_window: Duration,
-    pub batch_size: u32,
-}
-
-impl Default for WorkerSettings {
-    fn default() -> Self {
-        Self {
-            max_attempts: 8,
-            retry_base: Duration::from_secs(1),
-            retry_max: Duration::from_secs(600),
-            poll_interval: Duration::from_millis(250),
-            batch_window: Duration::from_millis(20),
-            batch_size: 256,
-        }
-    }
-}
+use crate::tables::events::{self, AfterFailure, Claimed, EventStatus};
 
 #[derive(Clone)]
 pub struct Worker {
@@ -64,6 +38,16 @@ pub struct Worker {
     wake: Arc<Notify>,
 }
 
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    #[error(transparent)]
+    Database(#[from] sqlx::Error),
+    /// An event of a batch got no outcome: a bug in the worker, not an outage. Its batch is
+    /// rolled back, so the event stays `pending`.
+    #[error("event {id} got no outcome in its batch (a bug in the worker)")]
+    NoOutcome { id: String },
+}
+
 /// What happened to one event in a batch.
 enum Outcome {
     Processed,
@@ -72,63 +56,20 @@ enum Outcome {
     Failed { error: String },
 }
 
+impl Outcome {
+    /// The `outcome` label of `billing_webhook_events_processed_total`.
+    fn label(&self) -> &'static str {
+        match self {
+            Self::Processed => "processed",
+            Self::Ignored => "ignored",
+            Self::Retry { .. } => "retry",
+            Self::Failed { .. } => "failed",
+        }
+    }
+}
+
 /// Longest error text kept on a row.
 const MAX_ERROR_LEN: usize = 2000;
-
-/// Ids per `UPDATE ... WHERE id IN (...)`: well under every engine's parameter limit.
-const MARK_CHUNK: usize = 1000;
-
-/// Records a failed attempt: back to `pending` with its retry time, or `failed`.
-async fn set_status(
-    conn: &mut AnyConnection,
-    id: &str,
-    status: &str,
-    error: &str,
-    next_attempt_at_ms: i64,
-) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "UPDATE stripe_events
-         SET status = $1, attempts = attempts + 1, last_error = $2, next_attempt_at_ms = $3,
-             processed_at_ms = NULL
-         WHERE id = $4",
-    )
-    .bind(status)
-    .bind(error)
-    .bind(next_attempt_at_ms)
-    .bind(id)
-    .execute(&mut *conn)
-    .await?;
-    Ok(())
-}
-
-/// Marks finished events (`processed` or `ignored`) in as few statements as the ids allow.
-async fn mark_done(
-    conn: &mut AnyConnection,
-    status: &str,
-    ids: &[&str],
-) -> Result<(), sqlx::Error> {
-    let done_at = now_ms();
-    for chunk in ids.chunks(MARK_CHUNK) {
-        let placeholders: Vec<String> = (0..chunk.len()).map(|i| format!("${}", i + 3)).collect();
-        let sql = format!(
-            "UPDATE stripe_events
-             SET status = $1, attempts = attempts + 1, last_error = NULL, next_attempt_at_ms = 0,
-                 processed_at_ms = $2
-             WHERE id IN ({})",
-            placeholders.join(",")
-        );
-        // Only placeholders are spliced in; not cached, as every batch size is its own text.
-        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .persistent(false)
-            .bind(status)
-            .bind(done_at);
-        for id in chunk {
-            query = query.bind(*id);
-        }
-        query.execute(&mut *conn).await?;
-    }
-    Ok(())
-}
 
 impl Worker {
     pub fn new(
@@ -148,7 +89,7 @@ impl Worker {
     }
 
     /// Processes one batch; returns how many events it claimed (0: nothing was due).
-    pub async fn try_execute_batch(&self) -> Result<usize, sqlx::Error> {
+    pub async fn try_execute_batch(&self) -> Result<usize, WorkerError> {
         let mut tx = self.db.pool.begin().await?;
         if self.db.engine == Engine::Postgres {
             // Losing this commit in a database crash only leaves the batch `pending`, to be
@@ -158,123 +99,93 @@ impl Worker {
                 .execute(&mut *tx)
                 .await?;
         }
-        let claimed = self.claim(&mut tx).await?;
+        let claimed = events::claim(&mut tx, self.db.engine, self.settings.batch_size).await?;
         let outcomes = self.process(&mut tx, &claimed).await?;
         // Finished events are marked together: a backlog drains faster with one statement per
         // batch than with one round trip per event.
         let mut processed = Vec::with_capacity(claimed.len());
         let mut ignored = Vec::new();
-        for ((event, received_at_ms), outcome) in claimed.iter().zip(&outcomes) {
+        for (event, outcome) in claimed.iter().zip(&outcomes) {
             let attempts = event.attempt;
-            let label = match outcome {
-                Outcome::Processed => {
-                    processed.push(event.id.as_str());
-                    "processed"
-                }
-                Outcome::Ignored => {
-                    ignored.push(event.id.as_str());
-                    "ignored"
-                }
+            match outcome {
+                Outcome::Processed => processed.push(event.id.as_str()),
+                Outcome::Ignored => ignored.push(event.id.as_str()),
                 Outcome::Retry { error, delay } => {
                     tracing::warn!(event_id = %event.id, attempts, ?delay, %error, "event failed, will retry");
-                    let next_attempt = now_ms() + delay.as_millis() as i64;
-                    set_status(&mut tx, &event.id, "pending", error, next_attempt).await?;
-                    "retry"
+                    let at =
+                        now_ms().saturating_add(delay.as_millis().try_into().unwrap_or(i64::MAX));
+                    events::record_failure(&mut tx, &event.id, error, AfterFailure::RetryAt(at))
+                        .await?;
                 }
                 Outcome::Failed { error } => {
                     tracing::error!(event_id = %event.id, attempts, %error, "event parked as failed");
-                    set_status(&mut tx, &event.id, "failed", error, 0).await?;
-                    "failed"
+                    events::record_failure(&mut tx, &event.id, error, AfterFailure::Park).await?;
                 }
-            };
-            let done = matches!(outcome, Outcome::Processed | Outcome::Ignored);
-            let latency = done.then(|| (now_ms() - received_at_ms).max(0) as f64 / 1000.0);
-            self.metrics.processed(&event.event_type, label, latency);
-            if done {
-                tracing::debug!(event_id = %event.id, status = label, "event done");
             }
+            let done = matches!(outcome, Outcome::Processed | Outcome::Ignored);
+            let latency = done.then(|| (now_ms() - event.received_at_ms).max(0) as f64 / 1000.0);
+            self.metrics
+                .processed(&event.event_type, outcome.label(), latency);
         }
-        mark_done(&mut tx, "processed", &processed).await?;
-        mark_done(&mut tx, "ignored", &ignored).await?;
+        events::mark_done(&mut tx, EventStatus::Processed, &processed).await?;
+        events::mark_done(&mut tx, EventStatus::Ignored, &ignored).await?;
         tx.commit().await?;
         Ok(claimed.len())
     }
 
-    /// Claims due events, returning each with the number of this attempt. The attempt is
-    /// counted when the outcome is written, in the same transaction, so each event's row is
-    /// written once per batch.
-    ///
-    /// PostgreSQL locks the rows (`FOR UPDATE SKIP LOCKED`: replicas take different events).
-    /// On SQLite the claim must write, so that the transaction takes the database's write lock
-    /// up front instead of failing to upgrade to it later; it writes nothing that changes.
-    async fn claim(&self, conn: &mut AnyConnection) -> Result<Vec<(Event, i64)>, sqlx::Error> {
-        let due = "SELECT id FROM stripe_events
-                   WHERE status = 'pending' AND next_attempt_at_ms <= $1
-                   ORDER BY created, id LIMIT $2";
-        let columns = "id, type, created, payload, attempts + 1 AS attempts, received_at_ms";
-        let sql = match self.db.engine {
-            Engine::Postgres => format!(
-                "SELECT {columns} FROM stripe_events WHERE id IN ({due} FOR UPDATE SKIP LOCKED)"
-            ),
-            Engine::Sqlite => format!(
-                "UPDATE stripe_events SET attempts = attempts WHERE id IN ({due}) RETURNING {columns}"
-            ),
-        };
-        // Only fixed text is spliced in.
-        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(now_ms())
-            .bind(i64::from(self.settings.batch_size))
-            .fetch_all(&mut *conn)
-            .await?;
-        let mut claimed = Vec::with_capacity(rows.len());
-        for row in rows {
-            let payload: String = row.try_get("payload")?;
-            let attempt: i32 = row.try_get("attempts")?;
-            let event = Event {
-                id: row.try_get("id")?,
-                event_type: row.try_get("type")?,
-                created: row.try_get("created")?,
-                payload: serde_json::from_str(&payload).unwrap_or(serde_json::Value::Null),
-                attempt: u32::try_from(attempt).unwrap_or(1),
-            };
-            claimed.push((event, row.try_get("received_at_ms")?));
-        }
-        // Neither IN nor RETURNING keeps an order: restore the queue's.
-        claimed.sort_by(|a, b| (a.0.created, &a.0.id).cmp(&(b.0.created, &b.0.id)));
-        Ok(claimed)
-    }
-
     /// Runs the handlers of a batch and returns each event's outcome, in the batch's order.
     ///
-    /// The events run together under one savepoint, so a batch that succeeds costs one
-    /// savepoint, not one per event. When an event fails, the savepoint is rolled back, that
-    /// event's failure is its outcome (its handlers are not run again in this attempt), and the
-    /// events before and after it are run again the same way, each part under its own
-    /// savepoint. So a failing event never holds up the others, and the writes of the events
-    /// that succeeded commit with their `processed` mark.
+    /// A stored body that is not JSON cannot be handled by any attempt: it is parked as
+    /// `failed` at once, with the reason. The others run together under one savepoint, so a
+    /// batch that succeeds costs one savepoint, not one per event. When an event fails, the
+    /// savepoint is rolled back, that event's failure is its outcome (its handlers are not run
+    /// again in this attempt), and the events before and after it are run again the same way,
+    /// each part under its own savepoint. So a failing event never holds up the others, and the
+    /// writes of the events that succeeded commit with their `processed` mark.
     async fn process(
         &self,
         conn: &mut AnyConnection,
-        claimed: &[(Event, i64)],
-    ) -> Result<Vec<Outcome>, sqlx::Error> {
+        claimed: &[Claimed],
+    ) -> Result<Vec<Outcome>, WorkerError> {
         let mut outcomes: Vec<Option<Outcome>> = claimed.iter().map(|_| None).collect();
+        // The events that can run, with their place in the batch.
+        let mut runnable = Vec::with_capacity(claimed.len());
+        for (place, row) in claimed.iter().enumerate() {
+            match serde_json::from_str(&row.payload) {
+                Ok(payload) => runnable.push((
+                    place,
+                    Event {
+                        id: row.id.clone(),
+                        event_type: row.event_type.clone(),
+                        created: row.created,
+                        payload,
+                        attempt: row.attempt,
+                    },
+                )),
+                Err(e) => {
+                    outcomes[place] = Some(Outcome::Failed {
+                        error: format!("the stored body is not JSON ({e}); it cannot be handled"),
+                    });
+                }
+            }
+        }
         // Parts still to run; the last pushed runs first, so the queue's order is kept.
         let mut parts = Vec::new();
-        parts.push(0..claimed.len());
+        parts.push(0..runnable.len());
         while let Some(part) = parts.pop() {
             if part.is_empty() {
                 continue;
             }
             let mut savepoint = conn.begin().await?;
             match self
-                .run_handlers(&mut savepoint, &claimed[part.clone()])
+                .run_handlers(&mut savepoint, &runnable[part.clone()])
                 .await
             {
                 Ok(()) => {
                     savepoint.commit().await?;
-                    for i in part {
-                        let handled = !self.handlers.for_type(&claimed[i].0.event_type).is_empty();
-                        outcomes[i] = Some(if handled {
+                    for (place, event) in &runnable[part] {
+                        let handled = !self.handlers.for_type(&event.event_type).is_empty();
+                        outcomes[*place] = Some(if handled {
                             Outcome::Processed
                         } else {
                             Outcome::Ignored
@@ -284,26 +195,29 @@ impl Worker {
                 Err((offset, error)) => {
                     savepoint.rollback().await?;
                     let failed = part.start + offset;
-                    outcomes[failed] = Some(self.failure(&error, claimed[failed].0.attempt));
+                    let (place, event) = &runnable[failed];
+                    outcomes[*place] = Some(self.failure(&error, event.attempt));
                     parts.push(failed + 1..part.end);
                     parts.push(part.start..failed);
                 }
             }
         }
-        // Every index was in exactly one part that either succeeded or failed at it.
-        Ok(outcomes
+        outcomes
             .into_iter()
-            .map(|o| o.unwrap_or(Outcome::Ignored))
-            .collect())
+            .zip(claimed)
+            .map(|(outcome, row)| {
+                outcome.ok_or_else(|| WorkerError::NoOutcome { id: row.id.clone() })
+            })
+            .collect()
     }
 
     /// Runs the handlers of each event in turn; stops at the first failure and says where.
     async fn run_handlers(
         &self,
         conn: &mut AnyConnection,
-        events: &[(Event, i64)],
+        events: &[(usize, Event)],
     ) -> Result<(), (usize, HandlerError)> {
-        for (offset, (event, ..)) in events.iter().enumerate() {
+        for (offset, (_, event)) in events.iter().enumerate() {
             for handler in self.handlers.for_type(&event.event_type) {
                 handler
                     .handle(&mut *conn, event)
@@ -345,7 +259,7 @@ impl Worker {
     }
 
     /// Processes batches until nothing is due.
-    pub async fn drain(&self) -> Result<usize, sqlx::Error> {
+    pub async fn drain(&self) -> Result<usize, WorkerError> {
         let mut total = 0;
         loop {
             match self.try_execute_batch().await? {
@@ -363,8 +277,12 @@ impl Worker {
                 // A full batch: more is probably due.
                 Ok(n) if n >= self.settings.batch_size as usize => continue,
                 Ok(_) => self.settings.poll_interval,
-                Err(e) => {
+                Err(WorkerError::Database(e)) if db::is_unavailable(&e) => {
                     tracing::warn!(error = %chain(&e), "webhook worker cannot reach the database");
+                    Duration::from_secs(1)
+                }
+                Err(e) => {
+                    tracing::error!(error = %chain(&e), "webhook batch failed; retrying it shortly");
                     Duration::from_secs(1)
                 }
             };

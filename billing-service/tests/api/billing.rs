@@ -2,15 +2,15 @@
 //! the real API would refuse: products, checkout, the redirects back, the subscription and the
 //! portal, with each bad input, Stripe failing, and Stripe too slow.
 
+use billing_service::clock::unix_now;
 use std::time::{Duration, Instant};
 
 use billing_stripe::fixtures::EventSpec;
 use serde_json::{Value, json};
 use stripe_wiremock::{Kind, RecordedRequest, StripeDouble};
 
-use crate::helpers::{
-    TestApp, TestDb, event_json, spawn_app_with, test_databases, test_settings, unix_now,
-};
+use crate::helpers::{TestApp, event_json, spawn_app_with, test_settings};
+use test_support::db::{TestDb, every_engine};
 
 const FRONTEND: &str = "https://app.example.com";
 const BACKEND: &str = "https://api.example.com";
@@ -124,13 +124,13 @@ async fn error_code(response: reqwest::Response) -> (u16, String) {
 
 #[tokio::test]
 async fn products_lists_the_catalog_prices_in_order_and_caches_them() {
-    for db in test_databases().await {
+    for db in every_engine().await {
         let stripe = StripeDouble::start().await;
         let seeded = seed(&stripe);
         let app = app_with_stripe(&db, &stripe).await;
 
         let response = app.get("/billing/products").await;
-        assert_eq!(response.status(), 200, "{}", db.engine);
+        assert_eq!(response.status(), 200, "{:?}", db.engine);
         assert!(
             response.headers()["content-type"]
                 .to_str()
@@ -193,7 +193,7 @@ async fn products_reads_every_page() {
 
 #[tokio::test]
 async fn checkout_opens_a_subscription_session_for_the_user() {
-    for db in test_databases().await {
+    for db in every_engine().await {
         let stripe = StripeDouble::start().await;
         let seeded = seed(&stripe);
         let app = app_with_stripe(&db, &stripe).await;
@@ -201,7 +201,7 @@ async fn checkout_opens_a_subscription_session_for_the_user() {
         let response = app
             .checkout("user-1", json!({"price_id": "billing_monthly"}))
             .await;
-        assert_eq!(response.status(), 200, "{}", db.engine);
+        assert_eq!(response.status(), 200, "{:?}", db.engine);
         let reply: Value = response.json().await.unwrap();
         let session_id = reply["sessionId"].as_str().unwrap().to_owned();
         assert!(session_id.starts_with("cs_test_"));
@@ -261,7 +261,7 @@ async fn checkout_opens_a_subscription_session_for_the_user() {
 
 #[tokio::test]
 async fn a_returning_user_keeps_one_customer_and_a_double_click_opens_one_session() {
-    for db in test_databases().await {
+    for db in every_engine().await {
         let stripe = StripeDouble::start().await;
         let seeded = seed(&stripe);
         let app = app_with_stripe(&db, &stripe).await;
@@ -337,7 +337,7 @@ async fn checkout_takes_the_price_from_the_query_string_too() {
 
 #[tokio::test]
 async fn bad_checkouts_are_refused_before_anything_is_written() {
-    for db in test_databases().await {
+    for db in every_engine().await {
         let stripe = StripeDouble::start().await;
         let seeded = seed(&stripe);
         let app = app_with_stripe(&db, &stripe).await;
@@ -426,7 +426,7 @@ async fn bad_checkouts_are_refused_before_anything_is_written() {
 
 #[tokio::test]
 async fn a_subscriber_is_sent_to_the_portal_instead_of_a_second_subscription() {
-    for db in test_databases().await {
+    for db in every_engine().await {
         let stripe = StripeDouble::start().await;
         seed(&stripe);
         let app = app_with_stripe(&db, &stripe).await;
@@ -533,7 +533,7 @@ async fn stripe_rate_limits_are_retried_with_the_same_key() {
 
 #[tokio::test]
 async fn stripe_down_or_slow_is_a_502_and_writes_nothing() {
-    for db in test_databases().await {
+    for db in every_engine().await {
         let stripe = StripeDouble::start().await;
         seed(&stripe);
         let app = app_with_stripe(&db, &stripe).await;

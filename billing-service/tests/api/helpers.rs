@@ -1,122 +1,23 @@
-//! Test helpers: a fresh database per test on every engine available, and the real application
-//! spawned on a random port.
-//!
-//! SQLite always runs. PostgreSQL runs when `DATABASE_URL` names a server (`postgres://...`);
-//! each test then gets its own database, created here and dropped afterwards. If the variable is
-//! set and the server cannot be reached, the test fails: CI must never pass by skipping.
+//! Test helpers: the real application spawned on a random port, on a fresh database from
+//! `test-support` (SQLite always, PostgreSQL when `DATABASE_URL` names a server).
 
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::{SystemTime, UNIX_EPOCH};
-
+use billing_service::clock::unix_now;
 use billing_service::configuration::{DatabaseSettings, Settings};
 use billing_service::db::Db;
 use billing_service::startup::Application;
 use billing_service::webhook::handlers::Handlers;
 use billing_stripe::fixtures::{self, EventSpec};
 use billing_stripe::signature;
-use sqlx::{Connection, Executor, Row};
+use sqlx::Row;
 use tokio_util::sync::CancellationToken;
 
 pub const WEBHOOK_SECRET: &str = "whsec_test_secret_for_tests";
 
-/// A database that exists for one test.
-pub struct TestDb {
-    pub url: String,
-    pub engine: &'static str,
-    _dir: Option<tempfile::TempDir>,
-    postgres: Option<(String, String)>,
-}
-
-impl TestDb {
-    pub fn sqlite() -> Self {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let url = format!("sqlite://{}/billing.db", dir.path().display());
-        Self {
-            url,
-            engine: "sqlite",
-            _dir: Some(dir),
-            postgres: None,
-        }
-    }
-
-    pub async fn postgres(admin_url: &str) -> Self {
-        static COUNTER: AtomicU32 = AtomicU32::new(0);
-        let nanos = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap()
-            .subsec_nanos();
-        let name = format!(
-            "billing_test_{}_{}_{}",
-            std::process::id(),
-            COUNTER.fetch_add(1, Ordering::Relaxed),
-            nanos
-        );
-        sqlx::any::install_default_drivers();
-        let mut admin = sqlx::AnyConnection::connect(admin_url)
-            .await
-            .unwrap_or_else(|e| panic!("DATABASE_URL is set but PostgreSQL is unreachable: {e}"));
-        admin
-            .execute(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
-            .await
-            .expect("create test database");
-        let mut url = url::Url::parse(admin_url).expect("DATABASE_URL parses");
-        url.set_path(&name);
-        Self {
-            url: url.to_string(),
-            engine: "postgres",
-            _dir: None,
-            postgres: Some((admin_url.to_owned(), name)),
-        }
-    }
-
-    pub fn settings(&self) -> DatabaseSettings {
-        DatabaseSettings::new(&self.url)
-    }
-
-    pub async fn connect(&self) -> Db {
-        Db::connect(&self.settings()).await.expect("connect")
-    }
-}
-
-impl Drop for TestDb {
-    fn drop(&mut self) {
-        if let Some((admin_url, name)) = self.postgres.take() {
-            // Drop runs outside async context; a short-lived runtime on its own thread does the
-            // cleanup so that test databases do not pile up on the server.
-            let _ = std::thread::spawn(move || {
-                let rt = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .expect("runtime");
-                rt.block_on(async move {
-                    if let Ok(mut admin) = sqlx::AnyConnection::connect(&admin_url).await {
-                        let _ = admin
-                            .execute(sqlx::AssertSqlSafe(format!(
-                                "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
-                            )))
-                            .await;
-                    }
-                });
-            })
-            .join();
-        }
-    }
-}
-
-/// The PostgreSQL server to test against, if any.
-pub fn postgres_admin_url() -> Option<String> {
-    std::env::var("DATABASE_URL")
-        .ok()
-        .filter(|u| u.starts_with("postgres://") || u.starts_with("postgresql://"))
-}
-
-/// One fresh database per available engine: SQLite always, PostgreSQL when configured.
-pub async fn test_databases() -> Vec<TestDb> {
-    let mut dbs = vec![TestDb::sqlite()];
-    if let Some(admin) = postgres_admin_url() {
-        dbs.push(TestDb::postgres(&admin).await);
-    }
-    dbs
+/// The service's own kind of pool on a test database, for tests that call the library.
+pub async fn connect(url: &str) -> Db {
+    Db::connect(&DatabaseSettings::new(url))
+        .await
+        .expect("connect")
 }
 
 pub fn test_settings(db_url: &str) -> Settings {
@@ -207,13 +108,6 @@ pub async fn spawn_app_with_handlers(settings: Settings, handlers: Handlers) -> 
         shutdown,
         server,
     }
-}
-
-pub fn unix_now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64
 }
 
 /// A realistic event of `event_type` as JSON text.

@@ -5,6 +5,5 @@ mod billing;
 mod helpers;
 mod migrations;
 mod openapi;
-mod proxy;
 mod status;
 mod webhooks;

@@ -1,11 +1,13 @@
 //! The Flyway-style migrator, on every engine: apply, no-op, dry run, undo, repeatable scripts,
 //! edited scripts, concurrent migrators.
 
+use billing_service::configuration::DatabaseSettings;
 use billing_service::db::Db;
 use billing_service::migrate::{MigrateError, Migrator, Scripts, Step};
 use sqlx::Row;
+use test_support::db::{every_engine, postgres_or_skip};
 
-use crate::helpers::{TestDb, postgres_admin_url, test_databases};
+use crate::helpers::connect;
 
 fn scripts(files: &[(&str, &str)]) -> Scripts {
     Scripts::new(files.iter().map(|(n, s)| (n.to_string(), s.to_string()))).unwrap()
@@ -34,8 +36,8 @@ async fn history_rows(db: &Db) -> Vec<(Option<String>, String, String)> {
 
 #[tokio::test]
 async fn embedded_migrations_apply_once_and_undo() {
-    for test_db in test_databases().await {
-        let db = test_db.connect().await;
+    for test_db in every_engine().await {
+        let db = connect(&test_db.url).await;
         let migrator = Migrator::embedded(db.engine).unwrap();
 
         let dry = migrator.migrate(&db, true).await.unwrap();
@@ -92,8 +94,8 @@ async fn embedded_migrations_apply_once_and_undo() {
 
 #[tokio::test]
 async fn repeatable_scripts_rerun_when_changed_and_edited_versions_are_refused() {
-    for test_db in test_databases().await {
-        let db = test_db.connect().await;
+    for test_db in every_engine().await {
+        let db = connect(&test_db.url).await;
         let v1 = ("V1__t.sql", "CREATE TABLE t (x INTEGER);");
         let r1 = (
             "R__v.sql",
@@ -159,8 +161,8 @@ async fn repeatable_scripts_rerun_when_changed_and_edited_versions_are_refused()
 
 #[tokio::test]
 async fn a_failing_script_leaves_nothing_behind() {
-    for test_db in test_databases().await {
-        let db = test_db.connect().await;
+    for test_db in every_engine().await {
+        let db = connect(&test_db.url).await;
         let broken = Migrator::new(scripts(&[
             ("V1__ok.sql", "CREATE TABLE ok (x INTEGER);"),
             (
@@ -185,12 +187,13 @@ async fn a_failing_script_leaves_nothing_behind() {
 
 #[tokio::test]
 async fn concurrent_migrators_take_turns_on_postgres() {
-    let Some(admin) = postgres_admin_url() else {
-        return; // the lock is PostgreSQL's; SQLite has a single writer anyway
+    // The lock is PostgreSQL's; SQLite has a single writer anyway.
+    let Some(test_db) = postgres_or_skip("concurrent_migrators_take_turns_on_postgres").await
+    else {
+        return;
     };
-    let test_db = TestDb::postgres(&admin).await;
     let runs = (0..4).map(|_| {
-        let settings = test_db.settings();
+        let settings = DatabaseSettings::new(&test_db.url);
         tokio::spawn(async move {
             let db = Db::connect(&settings).await.unwrap();
             Migrator::embedded(db.engine)
@@ -204,6 +207,6 @@ async fn concurrent_migrators_take_turns_on_postgres() {
         applied_total += run.await.unwrap().expect("each migrator succeeds").len();
     }
     assert_eq!(applied_total, 2, "each script applied exactly once");
-    let db = test_db.connect().await;
+    let db = connect(&test_db.url).await;
     assert_eq!(history_rows(&db).await.len(), 2);
 }

@@ -13,7 +13,8 @@ use reqwest::{Method, StatusCode};
 use serde_json::Value;
 use stripe_wiremock::StripeDouble;
 
-use crate::helpers::{TestApp, TestDb, spawn_app_with, test_settings};
+use crate::helpers::{TestApp, spawn_app_with, test_settings};
+use test_support::db::TestDb;
 
 /// Every (method, path) the router serves, kept by hand because axum cannot enumerate them.
 /// Add a line with each new route: the tests then demand it be both routed and documented.

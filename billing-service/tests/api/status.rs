@@ -4,20 +4,21 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::helpers::{TestDb, postgres_admin_url, spawn_app, test_databases};
-use crate::proxy::proxied;
+use crate::helpers::{connect, spawn_app};
+use test_support::db::{every_engine, postgres_or_skip};
+use test_support::proxy::proxied;
 
 #[tokio::test]
 async fn status_routes_answer_like_the_template() {
-    for db in test_databases().await {
+    for db in every_engine().await {
         let app = spawn_app(&db.url).await;
 
         let alive = app.get("/status/alive").await;
-        assert_eq!(alive.status(), 200, "{}", db.engine);
+        assert_eq!(alive.status(), 200, "{:?}", db.engine);
         assert_eq!(alive.json::<Value>().await.unwrap(), json!({"alive": "OK"}));
 
         let ready = app.get("/status/ready").await;
-        assert_eq!(ready.status(), 200, "{}", db.engine);
+        assert_eq!(ready.status(), 200, "{:?}", db.engine);
         assert_eq!(ready.json::<Value>().await.unwrap(), json!({"ready": "OK"}));
 
         let about: Value = app.get("/status/about").await.json().await.unwrap();
@@ -43,10 +44,11 @@ async fn status_routes_answer_like_the_template() {
 
 #[tokio::test]
 async fn readiness_follows_the_database_without_a_restart() {
-    let Some(admin) = postgres_admin_url() else {
-        return; // needs a server whose connection can be cut; SQLite is a file
+    // Needs a server whose connection can be cut; SQLite is a file.
+    let Some(db) = postgres_or_skip("readiness_follows_the_database_without_a_restart").await
+    else {
+        return;
     };
-    let db = TestDb::postgres(&admin).await;
     let (proxy, url) = proxied(&db.url).await;
     let app = spawn_app(&url).await;
 
@@ -87,11 +89,11 @@ async fn wait_for_status(app: &crate::helpers::TestApp, status: u16) -> Value {
 async fn database_connections_disable_nagle() {
     use std::os::fd::BorrowedFd;
 
-    let Some(admin) = postgres_admin_url() else {
-        return; // SQLite has no socket
+    // SQLite has no socket.
+    let Some(db) = postgres_or_skip("database_connections_disable_nagle").await else {
+        return;
     };
-    let db = TestDb::postgres(&admin).await;
-    let pool = db.connect().await;
+    let pool = connect(&db.url).await;
     let mut conn = pool.pool.acquire().await.unwrap();
     // The server names the client's port, which picks our socket out of the process's.
     let port: i32 = sqlx::query_scalar("SELECT inet_client_port()")

@@ -1,6 +1,7 @@
 //! `POST /webhook/stripe` and the worker, on every engine: deliveries signed as Stripe signs
 //! them, each bad form refused, each event stored once and processed into the tables.
 
+use billing_service::clock::unix_now;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -15,10 +16,11 @@ use serde_json::{Value, json};
 use sqlx::{AnyConnection, Row};
 
 use crate::helpers::{
-    TestDb, WEBHOOK_SECRET, count, event_json, event_state, postgres_admin_url, spawn_app,
-    spawn_app_with, spawn_app_with_handlers, test_databases, test_settings, unix_now,
+    WEBHOOK_SECRET, count, event_json, event_state, spawn_app, spawn_app_with,
+    spawn_app_with_handlers, test_settings,
 };
-use crate::proxy::proxied;
+use test_support::db::{every_engine, postgres_or_skip};
+use test_support::proxy::proxied;
 
 fn spec(event_type: &str, id: &str, created: i64) -> EventSpec {
     EventSpec {
@@ -47,7 +49,7 @@ impl EventHandler for Probe {
 
 #[tokio::test]
 async fn a_signed_event_is_stored_then_processed_and_a_repeat_is_acknowledged() {
-    for db in test_databases().await {
+    for db in every_engine().await {
         let app = spawn_app(&db.url).await;
         let body = event_json(&EventSpec {
             user_id: "user-42".into(),
@@ -56,7 +58,7 @@ async fn a_signed_event_is_stored_then_processed_and_a_repeat_is_acknowledged() 
         });
 
         let first = app.deliver(&body).await;
-        assert_eq!(first.status(), 200, "{}", db.engine);
+        assert_eq!(first.status(), 200, "{:?}", db.engine);
         assert_eq!(
             first.json::<Value>().await.unwrap(),
             json!({"received": true, "id": "evt_first", "duplicate": false})
@@ -102,7 +104,7 @@ async fn a_signed_event_is_stored_then_processed_and_a_repeat_is_acknowledged() 
 
 #[tokio::test]
 async fn every_bad_delivery_is_refused_with_its_reason_and_nothing_is_stored() {
-    for db in test_databases().await {
+    for db in every_engine().await {
         let app = spawn_app(&db.url).await;
         let body = event_json(&spec("charge.succeeded", "evt_bad", unix_now()));
         let now = unix_now();
@@ -211,7 +213,7 @@ async fn every_bad_delivery_is_refused_with_its_reason_and_nothing_is_stored() {
 
 #[tokio::test]
 async fn rotation_accepts_either_secret_and_any_of_several_signatures() {
-    for db in test_databases().await {
+    for db in every_engine().await {
         let mut settings = test_settings(&db.url);
         let extra = secrecy::SecretString::from("whsec_next_secret".to_owned());
         settings.stripe.webhook_secrets.push(extra);
@@ -244,7 +246,7 @@ async fn rotation_accepts_either_secret_and_any_of_several_signatures() {
 
 #[tokio::test]
 async fn fifty_concurrent_copies_are_stored_once_and_processed_once() {
-    for db in test_databases().await {
+    for db in every_engine().await {
         let probe = Probe::default();
         let handlers = Handlers::builtin().on("customer.created", probe.clone());
         let app = Arc::new(spawn_app_with_handlers(test_settings(&db.url), handlers).await);
@@ -294,7 +296,7 @@ async fn subscription_row(db: &Db) -> (String, Option<String>, i64, bool) {
 
 #[tokio::test]
 async fn an_older_event_never_overwrites_newer_state() {
-    for db in test_databases().await {
+    for db in every_engine().await {
         let app = spawn_app(&db.url).await;
         let t = unix_now() - 100;
         // Stripe does not promise order: the update (newer) arrives before the creation.
@@ -333,7 +335,7 @@ async fn an_older_event_never_overwrites_newer_state() {
 
 #[tokio::test]
 async fn every_handled_type_lands_in_its_table() {
-    for db in test_databases().await {
+    for db in every_engine().await {
         let app = spawn_app(&db.url).await;
         let t = unix_now() - 50;
         let user = "user-7";
@@ -409,7 +411,7 @@ fn fixture_or_unknown(event_type: &str, id: &str, created: i64, user: &str) -> O
 
 #[tokio::test]
 async fn events_from_an_older_api_version_are_understood() {
-    for db in test_databases().await {
+    for db in every_engine().await {
         let app = spawn_app(&db.url).await;
         let t = unix_now();
         // API 2020-08-27: current_period_end on the subscription, the price as `plan`, the
@@ -451,7 +453,7 @@ async fn events_from_an_older_api_version_are_understood() {
 
 #[tokio::test]
 async fn a_failing_handler_is_retried_until_it_succeeds() {
-    for db in test_databases().await {
+    for db in every_engine().await {
         let probe = Probe {
             fail_first: 2,
             ..Probe::default()
@@ -466,7 +468,7 @@ async fn a_failing_handler_is_retried_until_it_succeeds() {
 
         let state =
             crate::helpers::wait_for_event(&app.db, "evt_flaky", |s| s.status == "processed").await;
-        assert_eq!(state.attempts, 3, "{}", db.engine);
+        assert_eq!(state.attempts, 3, "{:?}", db.engine);
         assert_eq!(state.last_error, None);
         // The built-in handler's write was rolled back with each failed try, then kept once.
         assert_eq!(count(&app.db, "SELECT COUNT(*) FROM charges").await, 1);
@@ -476,7 +478,7 @@ async fn a_failing_handler_is_retried_until_it_succeeds() {
 
 #[tokio::test]
 async fn a_poison_event_is_parked_as_failed_while_later_events_still_process() {
-    for db in test_databases().await {
+    for db in every_engine().await {
         let always_fails = Probe {
             fail_first: usize::MAX,
             ..Probe::default()
@@ -505,7 +507,7 @@ async fn a_poison_event_is_parked_as_failed_while_later_events_still_process() {
         assert_eq!(app.wait_processed("evt_later").await.status, "processed");
         let poison =
             crate::helpers::wait_for_event(&app.db, "evt_poison", |s| s.status == "failed").await;
-        assert_eq!(poison.attempts, 3, "{}", db.engine);
+        assert_eq!(poison.attempts, 3, "{:?}", db.engine);
         assert!(poison.last_error.unwrap().contains("injected failure 2"));
         let broken = event_state(&app.db, "evt_broken").await.unwrap();
         assert_eq!(broken.status, "failed");
@@ -524,7 +526,7 @@ async fn a_poison_event_is_parked_as_failed_while_later_events_still_process() {
 
 #[tokio::test]
 async fn events_stored_before_a_restart_are_processed_after_it() {
-    for db in test_databases().await {
+    for db in every_engine().await {
         // Stored by a process that stopped before its worker got to them.
         let settings = test_settings(&db.url);
         let early = {
@@ -562,7 +564,7 @@ async fn events_stored_before_a_restart_are_processed_after_it() {
         let app = spawn_app(&db.url).await;
         for i in 0..5 {
             let state = app.wait_processed(&format!("evt_restart_{i}")).await;
-            assert_eq!(state.status, "processed", "{}", db.engine);
+            assert_eq!(state.status, "processed", "{:?}", db.engine);
         }
         app.stop().await;
     }
@@ -590,7 +592,7 @@ impl EventHandler for WelcomeEmail {
 
 #[tokio::test]
 async fn an_added_handler_runs_once_per_event_after_the_builtin_one() {
-    for db in test_databases().await {
+    for db in every_engine().await {
         let welcome = WelcomeEmail::default();
         let handlers = Handlers::builtin().on("customer.subscription.created", welcome.clone());
         let app = spawn_app_with_handlers(test_settings(&db.url), handlers).await;
@@ -613,10 +615,10 @@ async fn an_added_handler_runs_once_per_event_after_the_builtin_one() {
 
 #[tokio::test]
 async fn an_event_is_never_acknowledged_unless_stored() {
-    let Some(admin) = postgres_admin_url() else {
-        return; // needs a database whose connection the test can cut
+    // Needs a database whose connection the test can cut.
+    let Some(db) = postgres_or_skip("an_event_is_never_acknowledged_unless_stored").await else {
+        return;
     };
-    let db = TestDb::postgres(&admin).await;
     let (proxy, url) = proxied(&db.url).await;
     let app = spawn_app(&url).await;
     let body = event_json(&spec("customer.created", "evt_outage", unix_now()));

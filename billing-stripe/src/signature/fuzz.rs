@@ -146,8 +146,7 @@ fn seeds() -> &'static [Vec<u8>] {
 }
 
 fn corpus() -> Vec<(PathBuf, Vec<u8>)> {
-    crate::fixtures::fuzz_corpus("signature_header")
-        .expect("fuzz/corpus/signature_header is readable")
+    test_support::fuzz_corpus("signature_header").expect("fuzz/corpus/signature_header is readable")
 }
 
 #[test]

@@ -296,7 +296,7 @@ fn write(value: &Value, escape: &[bool], counter: &mut usize, out: &mut String) 
 }
 
 fn corpus() -> Vec<(PathBuf, Vec<u8>)> {
-    billing_stripe::fixtures::fuzz_corpus("envelope").expect("fuzz/corpus/envelope is readable")
+    test_support::fuzz_corpus("envelope").expect("fuzz/corpus/envelope is readable")
 }
 
 /// The corpus's bytes, read once: every mutation case starts from one of them.

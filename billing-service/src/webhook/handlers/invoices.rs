@@ -1,12 +1,12 @@
-//! `invoice.paid` / `invoice.payment_failed` → the subscription's payment state, ordered by the
-//! invoice events' own `created` (independently of the subscription's events).
+//! `invoice.paid` / `invoice.payment_failed` → the subscription's payment state in
+//! [`tables::subscriptions`](crate::tables::subscriptions), ordered by the invoice events' own
+//! `created` (independently of the subscription's events).
 
 use serde::Deserialize;
 use sqlx::AnyConnection;
 
-use super::subscriptions::ensure_placeholder;
 use super::{Event, EventHandler, HandlerError, ObjectId, id};
-use crate::webhook::store::now_ms;
+use crate::tables::subscriptions::{self, PaymentStatus};
 
 #[derive(Deserialize)]
 struct Invoice {
@@ -47,22 +47,12 @@ impl EventHandler for Invoices {
         let customer = id(&invoice.customer)
             .ok_or_else(|| HandlerError::Invalid("data.object: missing field `customer`".into()))?;
         let status = match event.event_type.as_str() {
-            "invoice.paid" => "paid",
-            _ => "payment_failed",
+            "invoice.paid" => PaymentStatus::Paid,
+            _ => PaymentStatus::PaymentFailed,
         };
-        ensure_placeholder(conn, subscription, customer, None).await?;
-        sqlx::query(
-            "UPDATE subscriptions SET
-                payment_status = $1, latest_invoice_id = $2, payment_event_created = $3, updated_at_ms = $4
-             WHERE id = $5 AND payment_event_created <= $3",
-        )
-        .bind(status)
-        .bind(&invoice.id)
-        .bind(event.created)
-        .bind(now_ms())
-        .bind(subscription)
-        .execute(conn)
-        .await?;
+        subscriptions::ensure_exists(&mut *conn, subscription, customer, None).await?;
+        subscriptions::apply_payment(&mut *conn, subscription, status, &invoice.id, event.created)
+            .await?;
         Ok(())
     }
 }

@@ -1,4 +1,5 @@
-//! `customer.subscription.*` → `subscriptions`: what `GET /billing/subscription` answers from.
+//! `customer.subscription.*` → [`tables::subscriptions`](crate::tables::subscriptions): what
+//! `GET /billing/subscription` answers from.
 //!
 //! Reads both API generations: before 2025-03-31 `current_period_end` sat on the subscription
 //! and the price could come as `plan`; since then it sits on each item.
@@ -9,7 +10,8 @@ use serde::Deserialize;
 use sqlx::AnyConnection;
 
 use super::{Event, EventHandler, HandlerError, ObjectId, id};
-use crate::webhook::store::now_ms;
+use crate::tables::customers;
+use crate::tables::subscriptions::{self, SubscriptionUpdate};
 
 #[derive(Deserialize)]
 struct Subscription {
@@ -70,74 +72,20 @@ impl EventHandler for Subscriptions {
         let s: Subscription = event.object()?;
         let user_id = match s.metadata.get("user_id").filter(|u| !u.is_empty()) {
             Some(user) => Some(user.clone()),
-            None => user_of_customer(conn, &s.customer.0).await?,
+            None => customers::user_of(&mut *conn, &s.customer.0).await?,
         };
-        let now = now_ms();
-        sqlx::query(
-            "INSERT INTO subscriptions
-                (id, customer_id, user_id, status, price_id, current_period_end, cancel_at_period_end,
-                 latest_invoice_id, event_created, created_at_ms, updated_at_ms)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10)
-             ON CONFLICT (id) DO UPDATE SET
-                customer_id = excluded.customer_id,
-                user_id = COALESCE(excluded.user_id, subscriptions.user_id),
-                status = excluded.status,
-                price_id = excluded.price_id,
-                current_period_end = excluded.current_period_end,
-                cancel_at_period_end = excluded.cancel_at_period_end,
-                latest_invoice_id = COALESCE(excluded.latest_invoice_id, subscriptions.latest_invoice_id),
-                event_created = excluded.event_created,
-                updated_at_ms = excluded.updated_at_ms
-             WHERE subscriptions.event_created <= excluded.event_created",
-        )
-        .bind(&s.id)
-        .bind(&s.customer.0)
-        .bind(user_id)
-        .bind(&s.status)
-        .bind(s.price_id())
-        .bind(s.current_period_end())
-        .bind(s.cancel_at_period_end)
-        .bind(id(&s.latest_invoice))
-        .bind(event.created)
-        .bind(now)
-        .execute(conn)
-        .await?;
+        let update = SubscriptionUpdate {
+            id: &s.id,
+            customer_id: &s.customer.0,
+            user_id: user_id.as_deref(),
+            status: &s.status,
+            price_id: s.price_id(),
+            current_period_end: s.current_period_end(),
+            cancel_at_period_end: s.cancel_at_period_end,
+            latest_invoice_id: id(&s.latest_invoice),
+            event_created: event.created,
+        };
+        subscriptions::apply_event(&mut *conn, &update).await?;
         Ok(())
     }
-}
-
-/// The user a customer belongs to, if we know it (from checkout or `customer.*` events).
-pub async fn user_of_customer(
-    conn: &mut AnyConnection,
-    customer_id: &str,
-) -> Result<Option<String>, sqlx::Error> {
-    let user: Option<Option<String>> =
-        sqlx::query_scalar("SELECT user_id FROM customers WHERE stripe_customer_id = $1")
-            .bind(customer_id)
-            .fetch_optional(conn)
-            .await?;
-    Ok(user.flatten())
-}
-
-/// Records that a subscription exists before its own events have arrived (checkout and
-/// invoice events can come first). `event_created = 0` lets the subscription's own events,
-/// whatever their order, overwrite everything but the user.
-pub async fn ensure_placeholder(
-    conn: &mut AnyConnection,
-    subscription_id: &str,
-    customer_id: &str,
-    user_id: Option<&str>,
-) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "INSERT INTO subscriptions (id, customer_id, user_id, status, event_created, created_at_ms, updated_at_ms)
-         VALUES ($1, $2, $3, 'incomplete', 0, $4, $4)
-         ON CONFLICT (id) DO UPDATE SET user_id = COALESCE(excluded.user_id, subscriptions.user_id)",
-    )
-    .bind(subscription_id)
-    .bind(customer_id)
-    .bind(user_id)
-    .bind(now_ms())
-    .execute(conn)
-    .await?;
-    Ok(())
 }

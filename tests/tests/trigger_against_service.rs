@@ -15,11 +15,11 @@ use std::time::Duration;
 
 use e2e::WEBHOOK_SECRET;
 use e2e::binaries::{STRIPE_SETUP, binary};
-use e2e::db::every_engine;
 use e2e::metrics;
 use e2e::service::Service;
 use e2e::store::{count, wait_for};
 use serde_json::Value;
+use test_support::db::every_engine;
 
 /// Handled types whose handlers write different tables.
 const TYPES: &[&str] = &[
@@ -71,7 +71,7 @@ fn load_args(event_type: &str, url: &str, secret: &str, count: usize) -> Vec<Str
 async fn triggered_events_are_stored_once_and_processed() {
     for db in every_engine().await {
         let service = Service::start(&db.url).await;
-        let store = db.connect().await;
+        let store = db.pool().await;
         let url = service.url("/webhook/stripe");
         for event_type in TYPES {
             let (code, stdout, stderr) =
@@ -153,7 +153,7 @@ async fn triggered_events_are_stored_once_and_processed() {
 async fn a_wrong_secret_is_refused_and_nothing_is_stored() {
     for db in every_engine().await {
         let service = Service::start(&db.url).await;
-        let store = db.connect().await;
+        let store = db.pool().await;
         let args = load_args(
             "charge.succeeded",
             &service.url("/webhook/stripe"),

@@ -1,30 +1,40 @@
 //! A database that exists for one test: a SQLite file in a temporary folder, or a fresh
-//! database on the PostgreSQL server named by `DATABASE_URL`, dropped afterwards.
+//! database on the PostgreSQL server named by `DATABASE_URL`, dropped when the [`TestDb`] is
+//! dropped, whether the test passed or panicked.
 //!
-//! When `DATABASE_URL` names a PostgreSQL server and it cannot be reached, the test fails: a
-//! suite that passes by skipping its database tests proves nothing. PostgreSQL-only tests skip
-//! (with a note on stderr) only when `DATABASE_URL` is not a PostgreSQL URL, and never under CI.
+//! One rule for PostgreSQL everywhere: when `DATABASE_URL` names a server, it must be reachable
+//! (a suite that passes by skipping its database tests proves nothing); when it does not, tests
+//! run on SQLite alone and PostgreSQL-only tests skip with a note, except under CI (`CI=true`),
+//! where a test that needs PostgreSQL fails instead.
 
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use billing_service::configuration::DatabaseSettings;
-use billing_service::db::Db;
-use sqlx::{Connection, Executor};
-
-pub struct TestDb {
-    /// What the service is given as `DATABASE_URL`.
-    pub url: String,
-    pub engine: Engine,
-    _dir: Option<tempfile::TempDir>,
-    /// The admin URL and the database's name, to drop it.
-    postgres: Option<(String, String)>,
-}
+use sqlx::any::{AnyPoolOptions, install_default_drivers};
+use sqlx::{AnyPool, Connection, Executor};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Engine {
     Sqlite,
     Postgres,
+}
+
+impl std::fmt::Display for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Sqlite => "sqlite",
+            Self::Postgres => "postgres",
+        })
+    }
+}
+
+pub struct TestDb {
+    /// What the code under test is given as `DATABASE_URL`.
+    pub url: String,
+    pub engine: Engine,
+    _dir: Option<tempfile::TempDir>,
+    /// The admin URL and the database's name, to drop it.
+    postgres: Option<(String, String)>,
 }
 
 impl TestDb {
@@ -38,7 +48,8 @@ impl TestDb {
         }
     }
 
-    /// A new, empty database `billing_test_<unique>` on the server `admin_url` names.
+    /// A new, empty database `billing_test_<unique>` on the server `admin_url` names. Panics
+    /// when the server cannot be reached.
     pub async fn postgres(admin_url: &str) -> Self {
         static COUNTER: AtomicU32 = AtomicU32::new(0);
         let nanos = SystemTime::now()
@@ -46,20 +57,20 @@ impl TestDb {
             .expect("the clock is after 1970")
             .subsec_nanos();
         let name = format!(
-            "billing_test_e2e_{}_{}_{nanos}",
+            "billing_test_{}_{}_{nanos}",
             std::process::id(),
             COUNTER.fetch_add(1, Ordering::Relaxed),
         );
-        sqlx::any::install_default_drivers();
+        install_default_drivers();
         let mut admin = sqlx::AnyConnection::connect(admin_url)
             .await
             .unwrap_or_else(|e| {
-                panic!("DATABASE_URL is set but PostgreSQL cannot be reached: {e}")
+                panic!("DATABASE_URL names a PostgreSQL server that cannot be reached: {e}")
             });
         admin
             .execute(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
             .await
-            .expect("create the test database");
+            .expect("the test database is created");
         let _ = admin.close().await;
         let mut url = url::Url::parse(admin_url).expect("DATABASE_URL is a URL");
         url.set_path(&name);
@@ -71,11 +82,20 @@ impl TestDb {
         }
     }
 
-    /// A pool of the test's own, beside the service's, to read what was stored.
-    pub async fn connect(&self) -> Db {
-        Db::connect(&DatabaseSettings::new(&self.url))
+    /// A small pool of the test's own, beside whatever the code under test opens, to read what
+    /// was really stored.
+    pub async fn pool(&self) -> AnyPool {
+        install_default_drivers();
+        // The file may not exist yet when the test looks before the service has started.
+        let url = match self.engine {
+            Engine::Sqlite if !self.url.contains("mode=") => format!("{}?mode=rwc", self.url),
+            _ => self.url.clone(),
+        };
+        AnyPoolOptions::new()
+            .max_connections(2)
+            .connect(&url)
             .await
-            .expect("the test connects to its database")
+            .unwrap_or_else(|e| panic!("the test connects to {:?}: {e}", self.engine))
     }
 }
 
@@ -106,11 +126,16 @@ impl Drop for TestDb {
     }
 }
 
-/// The PostgreSQL server to test against, when `DATABASE_URL` names one.
+/// The PostgreSQL server to test against: `DATABASE_URL` when it names one. Under CI, a
+/// missing or non-PostgreSQL `DATABASE_URL` is a failure, not a reason to skip.
 pub fn postgres_admin_url() -> Option<String> {
-    std::env::var("DATABASE_URL")
+    let url = std::env::var("DATABASE_URL")
         .ok()
-        .filter(|u| u.starts_with("postgres://") || u.starts_with("postgresql://"))
+        .filter(|u| u.starts_with("postgres://") || u.starts_with("postgresql://"));
+    if url.is_none() && crate::under_ci() {
+        panic!("under CI the database tests need PostgreSQL: set DATABASE_URL=postgres://...");
+    }
+    url
 }
 
 /// One fresh database per engine available: SQLite always, PostgreSQL when configured.
@@ -122,14 +147,11 @@ pub async fn every_engine() -> Vec<TestDb> {
     dbs
 }
 
-/// A fresh PostgreSQL database, or `None` (after saying so on stderr) when `DATABASE_URL` is
-/// not a PostgreSQL URL. Under CI (`CI` set) it is never skipped: it fails instead.
+/// A fresh PostgreSQL database for a test that needs one, or `None` (after saying so on stderr)
+/// when `DATABASE_URL` names no PostgreSQL server outside CI.
 pub async fn postgres_or_skip(test: &str) -> Option<TestDb> {
     match postgres_admin_url() {
         Some(admin) => Some(TestDb::postgres(&admin).await),
-        None if std::env::var_os("CI").is_some() => {
-            panic!("{test} needs PostgreSQL: CI must set DATABASE_URL=postgres://...")
-        }
         None => {
             eprintln!("SKIPPED {test}: it needs PostgreSQL; set DATABASE_URL=postgres://...");
             None

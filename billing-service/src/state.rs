@@ -1,0 +1,26 @@
+//! What every request handler can reach. Its own module so that the routes depend on it, and
+//! `startup` on the routes, without the routes depending on `startup`.
+
+use std::sync::Arc;
+
+use billing_stripe::StripeClient;
+use tokio::sync::Notify;
+
+use crate::configuration::Settings;
+use crate::db::Db;
+use crate::metrics::Metrics;
+use crate::products::Products;
+use crate::webhook::batch::Batcher;
+
+#[derive(Clone)]
+pub struct AppState {
+    pub db: Db,
+    pub settings: Arc<Settings>,
+    pub metrics: Metrics,
+    pub stripe: StripeClient,
+    pub products: Arc<Products>,
+    /// Tells this process's worker that an event was just stored.
+    pub wake_worker: Arc<Notify>,
+    /// Stores webhook deliveries, many per commit.
+    pub webhook_batcher: Batcher,
+}

@@ -1,0 +1,133 @@
+//! `customers`: our user ↔ their Stripe customer.
+//!
+//! One rule per column, whoever writes:
+//! - `user_id`: Stripe is the authority. The `metadata.user_id` of the newest `customer.*`
+//!   event wins, also over a different id recorded before (an operator moves a customer to
+//!   another user by editing that metadata in Stripe's Dashboard; the change is logged). Our own
+//!   checkout and `checkout.session.completed`'s `client_reference_id` only fill the link while
+//!   it is empty: they never move a customer from one user to another. An event without
+//!   `metadata.user_id` keeps the link as it is.
+//! - `email`, `name`, `deleted`: from the newest `customer.*` event; checkout fills `email`
+//!   while it is empty.
+//! - `event_created`: the `created` of the newest `customer.*` event applied; an older event
+//!   changes nothing. Links made by checkout leave it as it is (0 for a new row), so customer
+//!   events apply in any order.
+
+use sqlx::{Any, AnyConnection, Executor, Row};
+
+use crate::clock::now_ms;
+
+/// What a `customer.*` event says about a customer.
+#[derive(Debug, Clone)]
+pub struct CustomerUpdate<'a> {
+    pub stripe_customer_id: &'a str,
+    /// `metadata.user_id`, when set.
+    pub user_id: Option<&'a str>,
+    pub email: Option<&'a str>,
+    pub name: Option<&'a str>,
+    pub deleted: bool,
+    pub event_created: i64,
+}
+
+/// Applies a `customer.*` event, unless a newer one was applied already.
+pub async fn apply_event(
+    conn: &mut AnyConnection,
+    update: &CustomerUpdate<'_>,
+) -> Result<(), sqlx::Error> {
+    let before =
+        sqlx::query("SELECT user_id, event_created FROM customers WHERE stripe_customer_id = $1")
+            .bind(update.stripe_customer_id)
+            .fetch_optional(&mut *conn)
+            .await?;
+    if let (Some(row), Some(incoming)) = (before, update.user_id) {
+        let linked: Option<String> = row.try_get("user_id")?;
+        let applied: i64 = row.try_get("event_created")?;
+        if let Some(linked) = linked.filter(|l| l != incoming)
+            && applied <= update.event_created
+        {
+            tracing::warn!(
+                customer = update.stripe_customer_id,
+                from_user = linked,
+                to_user = incoming,
+                "Stripe's metadata.user_id moves this customer to another user"
+            );
+        }
+    }
+    sqlx::query(
+        "INSERT INTO customers
+            (stripe_customer_id, user_id, email, name, deleted, event_created, created_at_ms, updated_at_ms)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $7)
+         ON CONFLICT (stripe_customer_id) DO UPDATE SET
+            user_id = COALESCE(excluded.user_id, customers.user_id),
+            email = excluded.email,
+            name = excluded.name,
+            deleted = excluded.deleted,
+            event_created = excluded.event_created,
+            updated_at_ms = excluded.updated_at_ms
+         WHERE customers.event_created <= excluded.event_created",
+    )
+    .bind(update.stripe_customer_id)
+    .bind(update.user_id)
+    .bind(update.email)
+    .bind(update.name)
+    .bind(update.deleted)
+    .bind(update.event_created)
+    .bind(now_ms())
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+/// Records the customer, and that `user_id` owns it if it has no user yet (checkout, before or
+/// after Stripe's events about the customer).
+pub async fn link<'c>(
+    conn: impl Executor<'c, Database = Any>,
+    stripe_customer_id: &str,
+    user_id: Option<&str>,
+    email: Option<&str>,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO customers (stripe_customer_id, user_id, email, event_created, created_at_ms, updated_at_ms)
+         VALUES ($1, $2, $3, 0, $4, $4)
+         ON CONFLICT (stripe_customer_id) DO UPDATE SET
+            user_id = COALESCE(customers.user_id, excluded.user_id),
+            email = COALESCE(customers.email, excluded.email),
+            updated_at_ms = excluded.updated_at_ms",
+    )
+    .bind(stripe_customer_id)
+    .bind(user_id)
+    .bind(email)
+    .bind(now_ms())
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// The user's live Stripe customer, as recorded (the most recently written, should a user have
+/// several).
+pub async fn of_user<'c>(
+    conn: impl Executor<'c, Database = Any>,
+    user_id: &str,
+) -> Result<Option<String>, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT stripe_customer_id FROM customers
+         WHERE user_id = $1 AND deleted = FALSE
+         ORDER BY updated_at_ms DESC LIMIT 1",
+    )
+    .bind(user_id)
+    .fetch_optional(conn)
+    .await
+}
+
+/// The user a customer belongs to, if we know it.
+pub async fn user_of<'c>(
+    conn: impl Executor<'c, Database = Any>,
+    stripe_customer_id: &str,
+) -> Result<Option<String>, sqlx::Error> {
+    let user: Option<Option<String>> =
+        sqlx::query_scalar("SELECT user_id FROM customers WHERE stripe_customer_id = $1")
+            .bind(stripe_customer_id)
+            .fetch_optional(conn)
+            .await?;
+    Ok(user.flatten())
+}

@@ -1,0 +1,404 @@
+//! `stripe_events`: every delivery we acknowledged, and the worker's queue.
+//!
+//! Storing: `INSERT ... ON CONFLICT (id) DO NOTHING` makes the database the judge of "seen
+//! before": concurrent deliveries of the same event race on the primary key and exactly one
+//! wins, with no read-then-write window. Many deliveries share one statement (see
+//! `webhook::batch`), and `RETURNING id` tells which of them were new.
+//!
+//! Processing: the worker claims due rows (oldest `created` first) and records each outcome;
+//! operators list and replay rows. A row's `status` is an [`EventStatus`], parsed here, at the
+//! edge, so no other module compares status strings.
+
+use std::collections::HashSet;
+use std::fmt;
+use std::str::FromStr;
+
+use sqlx::{Any, AnyConnection, Executor, Row};
+
+use crate::clock::now_ms;
+use crate::db::{Db, Engine};
+
+/// Where an event is in its life. The table's `CHECK` constraint allows exactly these.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EventStatus {
+    /// Stored, waiting for (another) attempt.
+    Pending,
+    /// Its handlers ran and their writes committed.
+    Processed,
+    /// Parked after its last attempt; an operator may replay it.
+    Failed,
+    /// No handler is registered for its type.
+    Ignored,
+}
+
+impl EventStatus {
+    pub const ALL: [Self; 4] = [Self::Pending, Self::Processed, Self::Failed, Self::Ignored];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Processed => "processed",
+            Self::Failed => "failed",
+            Self::Ignored => "ignored",
+        }
+    }
+}
+
+impl fmt::Display for EventStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("'{0}' is not an event status (pending, processed, failed or ignored)")]
+pub struct UnknownStatus(pub String);
+
+impl FromStr for EventStatus {
+    type Err = UnknownStatus;
+
+    fn from_str(raw: &str) -> Result<Self, Self::Err> {
+        Self::ALL
+            .into_iter()
+            .find(|s| s.as_str() == raw)
+            .ok_or_else(|| UnknownStatus(raw.to_owned()))
+    }
+}
+
+/// Whether a delivery was new.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stored {
+    New,
+    Duplicate,
+}
+
+/// Bound parameters per row of [`insert`].
+const COLUMNS: usize = 9;
+
+/// The most rows one [`insert`] may take: SQLite's bundled build allows 32,766 bound
+/// parameters in a statement (PostgreSQL 65,535), so this keeps one statement valid on both.
+pub const MAX_ROWS: usize = 32_766 / COLUMNS;
+
+/// Ids per `UPDATE ... WHERE id IN (...)`: well under every engine's parameter limit.
+const MARK_CHUNK: usize = 1000;
+
+/// One event to store: the envelope's fields and the raw body exactly as it came.
+pub struct NewEvent<'a> {
+    pub id: &'a str,
+    pub event_type: &'a str,
+    pub created: i64,
+    pub livemode: bool,
+    pub api_version: Option<&'a str>,
+    pub account: Option<&'a str>,
+    pub object_id: Option<&'a str>,
+    pub payload: &'a str,
+}
+
+/// Inserts the events in one statement, hence one transaction and one commit, and returns the
+/// ids that were new (the others were stored before). Ids must be distinct (the caller
+/// deduplicates) and at most [`MAX_ROWS`] events may be given.
+pub async fn insert(db: &Db, events: &[NewEvent<'_>]) -> Result<HashSet<String>, sqlx::Error> {
+    if events.is_empty() {
+        return Ok(HashSet::new());
+    }
+    debug_assert!(events.len() <= MAX_ROWS);
+    let mut sql = String::with_capacity(200 + events.len() * 60);
+    sql.push_str(
+        "INSERT INTO stripe_events
+            (id, type, created, livemode, api_version, account, object_id, payload, received_at_ms)
+         VALUES ",
+    );
+    push_placeholder_rows(&mut sql, events.len(), COLUMNS);
+    sql.push_str(" ON CONFLICT (id) DO NOTHING RETURNING id");
+    let received_at_ms = now_ms();
+    // Only placeholders are generated; every value is bound. Not cached as a prepared statement:
+    // each batch size is a different text, and a cache of hundreds of them helps nobody.
+    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).persistent(false);
+    for event in events {
+        query = query
+            .bind(event.id)
+            .bind(event.event_type)
+            .bind(event.created)
+            .bind(event.livemode)
+            .bind(event.api_version)
+            .bind(event.account)
+            .bind(event.object_id)
+            .bind(event.payload)
+            .bind(received_at_ms);
+    }
+    let rows = query.fetch_all(&db.pool).await?;
+    rows.iter()
+        .map(|row| row.try_get::<String, _>("id"))
+        .collect()
+}
+
+/// `($1,$2,...),($n+1,...)`: `rows` groups of `columns` numbered placeholders.
+fn push_placeholder_rows(sql: &mut String, rows: usize, columns: usize) {
+    for row in 0..rows {
+        if row > 0 {
+            sql.push(',');
+        }
+        sql.push('(');
+        for column in 0..columns {
+            if column > 0 {
+                sql.push(',');
+            }
+            sql.push('$');
+            sql.push_str(&(row * columns + column + 1).to_string());
+        }
+        sql.push(')');
+    }
+}
+
+/// A claimed row, as the worker gets it.
+#[derive(Debug, Clone)]
+pub struct Claimed {
+    pub id: String,
+    pub event_type: String,
+    pub created: i64,
+    /// The body as stored; the worker parses it.
+    pub payload: String,
+    /// Which attempt this is, from 1.
+    pub attempt: u32,
+    pub received_at_ms: i64,
+}
+
+/// Claims up to `limit` due events in the caller's transaction, oldest `created` first. The
+/// attempt is counted when the outcome is written ([`mark_done`], [`record_failure`]), in the
+/// same transaction, so each event's row is written once per batch.
+///
+/// PostgreSQL locks the rows (`FOR UPDATE SKIP LOCKED`: replicas take different events).
+/// On SQLite the claim must write, so that the transaction takes the database's write lock up
+/// front instead of failing to upgrade to it later; it writes nothing that changes.
+pub async fn claim(
+    conn: &mut AnyConnection,
+    engine: Engine,
+    limit: u32,
+) -> Result<Vec<Claimed>, sqlx::Error> {
+    let due = "SELECT id FROM stripe_events
+               WHERE status = 'pending' AND next_attempt_at_ms <= $1
+               ORDER BY created, id LIMIT $2";
+    let columns = "id, type, created, payload, attempts + 1 AS attempts, received_at_ms";
+    let sql = match engine {
+        Engine::Postgres => format!(
+            "SELECT {columns} FROM stripe_events WHERE id IN ({due} FOR UPDATE SKIP LOCKED)"
+        ),
+        Engine::Sqlite => format!(
+            "UPDATE stripe_events SET attempts = attempts WHERE id IN ({due}) RETURNING {columns}"
+        ),
+    };
+    // Only fixed text is spliced in.
+    let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(now_ms())
+        .bind(i64::from(limit))
+        .fetch_all(&mut *conn)
+        .await?;
+    let mut claimed = rows
+        .iter()
+        .map(|row| {
+            let attempt: i32 = row.try_get("attempts")?;
+            Ok(Claimed {
+                id: row.try_get("id")?,
+                event_type: row.try_get("type")?,
+                created: row.try_get("created")?,
+                payload: row.try_get("payload")?,
+                attempt: u32::try_from(attempt).unwrap_or(1).max(1),
+                received_at_ms: row.try_get("received_at_ms")?,
+            })
+        })
+        .collect::<Result<Vec<_>, sqlx::Error>>()?;
+    // Neither IN nor RETURNING keeps an order: restore the queue's.
+    claimed.sort_by(|a, b| (a.created, &a.id).cmp(&(b.created, &b.id)));
+    Ok(claimed)
+}
+
+/// Marks finished events (`processed` or `ignored`) in as few statements as the ids allow.
+pub async fn mark_done(
+    conn: &mut AnyConnection,
+    status: EventStatus,
+    ids: &[&str],
+) -> Result<(), sqlx::Error> {
+    debug_assert!(matches!(
+        status,
+        EventStatus::Processed | EventStatus::Ignored
+    ));
+    let done_at = now_ms();
+    for chunk in ids.chunks(MARK_CHUNK) {
+        let placeholders: Vec<String> = (0..chunk.len()).map(|i| format!("${}", i + 3)).collect();
+        let sql = format!(
+            "UPDATE stripe_events
+             SET status = $1, attempts = attempts + 1, last_error = NULL, next_attempt_at_ms = 0,
+                 processed_at_ms = $2
+             WHERE id IN ({})",
+            placeholders.join(",")
+        );
+        // Only placeholders are spliced in; not cached, as every batch size is its own text.
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .persistent(false)
+            .bind(status.as_str())
+            .bind(done_at);
+        for id in chunk {
+            query = query.bind(*id);
+        }
+        query.execute(&mut *conn).await?;
+    }
+    Ok(())
+}
+
+/// What a failed attempt leads to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AfterFailure {
+    /// Back to `pending`, due again at this time (unix ms).
+    RetryAt(i64),
+    /// Parked as `failed`.
+    Park,
+}
+
+/// Records a failed attempt and its error.
+pub async fn record_failure(
+    conn: &mut AnyConnection,
+    id: &str,
+    error: &str,
+    next: AfterFailure,
+) -> Result<(), sqlx::Error> {
+    let (status, next_attempt_at_ms) = match next {
+        AfterFailure::RetryAt(at) => (EventStatus::Pending, at),
+        AfterFailure::Park => (EventStatus::Failed, 0),
+    };
+    sqlx::query(
+        "UPDATE stripe_events
+         SET status = $1, attempts = attempts + 1, last_error = $2, next_attempt_at_ms = $3,
+             processed_at_ms = NULL
+         WHERE id = $4",
+    )
+    .bind(status.as_str())
+    .bind(error)
+    .bind(next_attempt_at_ms)
+    .bind(id)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+/// A row as operators see it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct EventRow {
+    pub id: String,
+    #[serde(rename = "type")]
+    pub event_type: String,
+    pub created: i64,
+    pub status: EventStatus,
+    pub attempts: i32,
+    pub last_error: Option<String>,
+    pub object_id: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Filter {
+    pub status: Option<EventStatus>,
+    pub event_type: Option<String>,
+    pub limit: i64,
+}
+
+/// A stored status outside [`EventStatus`]: the table's constraint forbids it, so the schema
+/// and this build disagree.
+fn decode_status(raw: String) -> Result<EventStatus, sqlx::Error> {
+    raw.parse()
+        .map_err(|e: UnknownStatus| sqlx::Error::Decode(e.into()))
+}
+
+/// Events matching `filter`, newest first.
+pub async fn list(db: &Db, filter: &Filter) -> Result<Vec<EventRow>, sqlx::Error> {
+    let rows = sqlx::query(
+        "SELECT id, type, created, status, attempts, last_error, object_id FROM stripe_events
+         WHERE ($1 IS NULL OR status = $1) AND ($2 IS NULL OR type = $2)
+         ORDER BY created DESC, id DESC LIMIT $3",
+    )
+    .bind(filter.status.map(EventStatus::as_str))
+    .bind(filter.event_type.as_deref())
+    .bind(filter.limit)
+    .fetch_all(&db.pool)
+    .await?;
+    rows.iter()
+        .map(|r| {
+            Ok(EventRow {
+                id: r.try_get("id")?,
+                event_type: r.try_get("type")?,
+                created: r.try_get("created")?,
+                status: decode_status(r.try_get("status")?)?,
+                attempts: r.try_get("attempts")?,
+                last_error: r.try_get("last_error")?,
+                object_id: r.try_get("object_id")?,
+            })
+        })
+        .collect()
+}
+
+/// Puts one event back in the queue, whatever its state; handlers are idempotent, so replaying
+/// a processed event is safe. Returns false when there is no such event.
+pub async fn replay(db: &Db, id: &str) -> Result<bool, sqlx::Error> {
+    let done = sqlx::query(
+        "UPDATE stripe_events SET status = 'pending', attempts = 0, next_attempt_at_ms = 0, last_error = NULL
+         WHERE id = $1",
+    )
+    .bind(id)
+    .execute(&db.pool)
+    .await?;
+    Ok(done.rows_affected() > 0)
+}
+
+/// Puts every `failed` event back in the queue; returns how many.
+pub async fn replay_failed(db: &Db) -> Result<u64, sqlx::Error> {
+    let done = sqlx::query(
+        "UPDATE stripe_events SET status = 'pending', attempts = 0, next_attempt_at_ms = 0, last_error = NULL
+         WHERE status = 'failed'",
+    )
+    .execute(&db.pool)
+    .await?;
+    Ok(done.rows_affected())
+}
+
+/// Events waiting to be processed, for the queue-depth metric.
+pub async fn queue_depth<'c>(conn: impl Executor<'c, Database = Any>) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar("SELECT COUNT(*) FROM stripe_events WHERE status = 'pending'")
+        .fetch_one(conn)
+        .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statuses_round_trip_and_unknown_ones_are_named() {
+        for status in EventStatus::ALL {
+            assert_eq!(status.as_str().parse::<EventStatus>(), Ok(status));
+        }
+        assert_eq!(
+            "done".parse::<EventStatus>(),
+            Err(UnknownStatus("done".into()))
+        );
+    }
+
+    #[test]
+    fn the_schema_allows_exactly_these_statuses() {
+        let allowed = EventStatus::ALL.map(|s| format!("'{s}'")).join(", ");
+        for schema in [
+            include_str!("../../../migrations/postgres/V1__billing_tables.sql"),
+            include_str!("../../../migrations/sqlite/V1__billing_tables.sql"),
+        ] {
+            assert!(
+                schema.contains(&format!("CHECK (status IN ({allowed}))")),
+                "{allowed}"
+            );
+        }
+    }
+
+    #[test]
+    fn placeholders_are_numbered_row_by_row() {
+        let mut sql = String::new();
+        push_placeholder_rows(&mut sql, 2, 3);
+        assert_eq!(sql, "($1,$2,$3),($4,$5,$6)");
+    }
+}

@@ -385,7 +385,7 @@ mod tests {
             c.lookup_keys(),
             ["billing_monthly", "billing_daily", "billing_annual"]
         );
-        assert_eq!(c.webhook.enabled_events.len(), 16);
+        assert_eq!(c.webhook.enabled_events.len(), 18);
         for original in [
             "charge.failed",
             "charge.succeeded",

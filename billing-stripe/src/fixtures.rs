@@ -10,11 +10,13 @@
 
 use serde_json::{Value, json};
 
-/// The event types [`event`] can build: at least every type billing-service handles.
+/// The event types [`event`] can build, hence what `stripe-setup trigger` can send: exactly
+/// the types billing-service's handlers take (its tests compare the two lists).
 pub const SUPPORTED: &[&str] = &[
     "charge.succeeded",
     "charge.failed",
     "charge.refunded",
+    "charge.updated",
     "customer.created",
     "customer.updated",
     "customer.deleted",
@@ -22,6 +24,7 @@ pub const SUPPORTED: &[&str] = &[
     "subscription_schedule.updated",
     "subscription_schedule.canceled",
     "subscription_schedule.released",
+    "subscription_schedule.completed",
     "checkout.session.completed",
     "customer.subscription.created",
     "customer.subscription.updated",
@@ -114,6 +117,10 @@ pub fn event(spec: &EventSpec) -> Result<Value, UnknownEventType> {
             charge(spec, "succeeded", true),
             Some(json!({"refunded": false, "amount_refunded": 0})),
         ),
+        "charge.updated" => (
+            charge(spec, "succeeded", false),
+            Some(json!({"description": null})),
+        ),
         "customer.created" => (customer(spec), None),
         "customer.updated" => (customer(spec), Some(json!({"email": "old@example.com"}))),
         "customer.deleted" => {
@@ -132,6 +139,10 @@ pub fn event(spec: &EventSpec) -> Result<Value, UnknownEventType> {
         ),
         "subscription_schedule.released" => (
             schedule(spec, "released"),
+            Some(json!({"status": "active"})),
+        ),
+        "subscription_schedule.completed" => (
+            schedule(spec, "completed"),
             Some(json!({"status": "active"})),
         ),
         "checkout.session.completed" => (checkout_session(spec), None),
@@ -320,7 +331,7 @@ fn schedule(spec: &EventSpec, default_status: &str) -> Value {
         "id": format!("sub_sched_{}", spec.suffix()),
         "object": "subscription_schedule",
         "canceled_at": if status == "canceled" { json!(spec.created) } else { Value::Null },
-        "completed_at": null,
+        "completed_at": if status == "completed" { json!(spec.created) } else { Value::Null },
         "created": spec.created,
         "current_phase": if status == "active" {
             json!({"start_date": spec.created, "end_date": spec.current_period_end})

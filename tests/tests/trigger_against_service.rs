@@ -13,6 +13,7 @@ use std::collections::BTreeSet;
 use std::process::Command;
 use std::time::Duration;
 
+use billing_stripe::catalog::Catalog;
 use e2e::WEBHOOK_SECRET;
 use e2e::binaries::{STRIPE_SETUP, binary};
 use e2e::metrics;
@@ -183,5 +184,49 @@ async fn a_wrong_secret_is_refused_and_nothing_is_stored() {
             metrics::value(&text, received, &[("result", "accepted")]),
             0.0
         );
+    }
+}
+
+/// Every type the default catalog subscribes to: `trigger` can send it, and the service's
+/// handlers take it to `processed` on the first attempt (not `ignored`, not `failed`). With the
+/// registry/catalog test in billing-service, this keeps the catalog, the fixtures and the
+/// handlers in step end to end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_type_of_the_default_catalog_is_sent_and_processed() {
+    const EACH: usize = 3;
+    let types = Catalog::builtin().webhook.enabled_events;
+    for db in every_engine().await {
+        let service = Service::start(&db.url).await;
+        let store = db.pool().await;
+        let url = service.url("/webhook/stripe");
+        for event_type in &types {
+            let (code, stdout, stderr) =
+                trigger(load_args(event_type, &url, WEBHOOK_SECRET, EACH)).await;
+            assert_eq!(code, 0, "{} {event_type}: {stdout}{stderr}", db.engine);
+        }
+        let rows = wait_for(
+            &store,
+            "every triggered event settled",
+            Duration::from_secs(30),
+            |rows| rows.len() >= types.len() * EACH && rows.iter().all(|r| r.status != "pending"),
+        )
+        .await;
+        assert_eq!(rows.len(), types.len() * EACH, "{}", db.engine);
+        for event_type in &types {
+            let of_type: Vec<_> = rows
+                .iter()
+                .filter(|r| r.event_type == *event_type)
+                .collect();
+            assert_eq!(of_type.len(), EACH, "{} {event_type}", db.engine);
+            for row in of_type {
+                assert_eq!(
+                    (row.status.as_str(), row.attempts, row.last_error.as_deref()),
+                    ("processed", 1, None),
+                    "{} {event_type} {}",
+                    db.engine,
+                    row.id
+                );
+            }
+        }
     }
 }

@@ -2,8 +2,11 @@
 //! through the library. One test binary, so the crate links once.
 
 mod billing;
+mod event_types;
 mod helpers;
+mod layout;
 mod migrations;
 mod openapi;
+mod ownership;
 mod status;
 mod webhooks;

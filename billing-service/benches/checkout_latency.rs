@@ -33,11 +33,12 @@ fn micros(d: Duration) -> f64 {
 async fn main() {
     let stripe = StripeDouble::start().await;
     let catalog = stripe.seed_default_catalog();
-    let dir = tempfile::tempdir().expect("temp dir");
-    let database_url = std::env::var("DATABASE_URL")
-        .ok()
-        .filter(|u| u.starts_with("postgres"))
-        .unwrap_or_else(|| format!("sqlite://{}/bench.db", dir.path().display()));
+    // A database of its own on the server DATABASE_URL names (SQLite without one), dropped after.
+    let db = match test_support::db::postgres_admin_url() {
+        Some(admin) => test_support::db::TestDb::postgres(&admin).await,
+        None => test_support::db::TestDb::sqlite(),
+    };
+    let database_url = db.url.clone();
     let stripe_base = stripe.uri();
     let env = move |key: &str| -> Option<String> {
         match key {

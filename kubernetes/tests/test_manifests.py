@@ -5,8 +5,7 @@ Run by .ci/deploy-check (`pytest kubernetes/tests`), which puts kubectl on PATH 
 BILLING_SERVICE_BIN to a built `billing-service` so the probe paths are requested from the real
 service. Without BILLING_SERVICE_BIN that one test is skipped, except under CI=true, where it fails.
 
-DESIGN.md (the contract, in shared/ beside the repository) is read for the variables the service
-requires; DESIGN_MD may point at it elsewhere.
+The README's configuration table is read for the variables the service requires.
 """
 
 from __future__ import annotations
@@ -161,36 +160,28 @@ def selects(selector: dict, labels: dict) -> bool:
 
 
 # ---------------------------------------------------------------------------------------------
-# DESIGN.md: the variables the service requires
-
-
-def design_md() -> Path:
-    candidates = [os.environ.get("DESIGN_MD"), REPO.parent / "shared" / "DESIGN.md", REPO / "shared" / "DESIGN.md"]
-    for candidate in candidates:
-        if candidate and Path(candidate).is_file():
-            return Path(candidate)
-    pytest.fail(f"DESIGN.md not found (looked at {[str(c) for c in candidates if c]}); set DESIGN_MD")
+# The README: the variables the service requires
 
 
 def required_variables() -> set[str]:
-    """Variables DESIGN.md marks `required`, plus, for Kubernetes (no DATABASE_URL), the
-    DATABASE_* parts its DATABASE_URL row says the URL is built from."""
+    """Variables the README's configuration table marks `required`, plus, for Kubernetes (no
+    DATABASE_URL), the DATABASE_* parts the URL is built from (the row naming DATABASE_HOST)."""
     required, database_parts = set(), set()
-    for line in design_md().read_text().splitlines():
+    for line in (REPO / "README.md").read_text().splitlines():
         cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
         if len(cells) < 3 or not cells[0].startswith("`"):
             continue
         names = re.findall(r"`([A-Z][A-Z0-9_]+)`", cells[0])
         if cells[1].lower() == "required":
             required.update(names)
-        if "DATABASE_URL" in names:
-            database_parts.update(n for n in re.findall(r"`(DATABASE_[A-Z_]+)`", cells[2]) if n != "DATABASE_URL")
-    assert required, "DESIGN.md's configuration table marks no variable `required`: has its format changed?"
-    assert database_parts, "DESIGN.md's DATABASE_URL row names no DATABASE_* parts: has its format changed?"
+        if "DATABASE_HOST" in names:
+            database_parts.update(n for n in names if n.startswith("DATABASE_"))
+    assert required, "the README's configuration table marks no variable `required`: has its format changed?"
+    assert database_parts, "the README names no DATABASE_* parts of the URL: has its format changed?"
     return required | database_parts
 
 
-def test_design_md_is_read_as_expected():
+def test_readme_is_read_as_expected():
     required = required_variables()
     assert {"STRIPE_API_SECRET_KEY", "STRIPE_WEBHOOK_SECRET", "DATABASE_HOST", "DATABASE_PASSWORD"} <= required
 

@@ -1,10 +1,10 @@
 //! `stripe-setup`: provisions the Stripe catalog and webhook endpoint for an environment,
-//! idempotently, and sends signed test events (see DESIGN.md, "stripe-setup").
+//! idempotently, and sends signed test events (the README's "stripe-setup" section says how).
 //!
 //! # Layout
 //! - [`cli`]: the commands and their help.
 //! - [`preflight`]: checks made before any request (key, environment, webhook URL).
-//! - [`account`]: reads what the account holds for an environment.
+//! - [`current`]: reads what the account holds for an environment, as the plan's `Current`.
 //! - [`plan`]: the difference between catalog and account, as actions (pure, unit-tested).
 //! - [`apply`]: carries the plan out, with idempotency keys.
 //! - [`secret_output`]: writes a new endpoint's signing secret (dotenv, JSON, Kubernetes).
@@ -13,9 +13,9 @@
 //! The Stripe client, the catalog and the event fixtures live in `billing-stripe`, shared with
 //! billing-service.
 
-pub mod account;
 pub mod apply;
 pub mod cli;
+pub mod current;
 pub mod plan;
 pub mod preflight;
 pub mod secret_output;
@@ -68,7 +68,7 @@ async fn init(args: InitArgs) -> anyhow::Result<ExitCode> {
     let env = &args.target.environment;
 
     eprintln!("Reading the Stripe account for environment '{env}'...");
-    let current = account::read(&client, &catalog, env, Some(&args.webhook_url))
+    let current = current::read(&client, &catalog, env, Some(&args.webhook_url))
         .await
         .context("reading the Stripe account failed; nothing was changed")?;
     let plan = Plan::new(&catalog, Some(&args.webhook_url), &current);
@@ -127,7 +127,7 @@ async fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
     }
     let client = client(&args.target)?;
     let env = &args.target.environment;
-    let current = account::read(&client, &catalog, env, args.webhook_url.as_deref())
+    let current = current::read(&client, &catalog, env, args.webhook_url.as_deref())
         .await
         .context("reading the Stripe account failed")?;
     let plan = Plan::new(&catalog, args.webhook_url.as_deref(), &current);

@@ -1,9 +1,9 @@
 //! Stripe's own request schemas, so that a test passes only if the real API would have accepted
 //! what the code sent.
 //!
-//! The schemas come from `shared/stripe-openapi/requests.json` (a copy in this crate), embedded
-//! at compile time. Two
-//! adjustments are made when they are loaded, both towards how the live API behaves:
+//! The schemas are Stripe's published request schemas, kept in this crate
+//! (`stripe-openapi/requests.json`) and embedded at compile time. Two adjustments are made when
+//! they are loaded, both towards how the live API behaves:
 //! - every object schema that lists its properties refuses unknown ones, at every depth (Stripe
 //!   answers "Received unknown parameter: recurring[foo]");
 //! - the API versions in [`NEWER_API_VERSIONS`] are accepted as `api_version`, because the spec
@@ -15,8 +15,9 @@ use serde_json::{Value, json};
 
 use crate::form;
 
-// A copy kept in the repository, so that a checkout without `shared/` beside it (GitHub's CI)
-// still builds; `vendored_copy_matches_shared` fails when the two drift apart.
+// The project keeps its Stripe spec snapshot outside this repository too (for the tools that
+// are not built from it); `vendored_copy_matches_shared` fails when the two drift apart where
+// that snapshot is present.
 static REQUESTS_JSON: &str = include_str!("../stripe-openapi/requests.json");
 
 /// API versions the live API knows that the embedded spec snapshot predates. async-stripe

@@ -19,7 +19,7 @@ ARG BINARIES=source
 # ---- build. Not cargo-chef: its dependency layer would stub out the patched crate in vendor/
 # (a `[patch]` path dependency, see vendor/README.md; cargo-chef issue #64). BuildKit cache mounts
 # keep the registry and the build directory between builds on the same builder instead.
-# Only the two shipped packages: the test crates need files from outside this repository.
+# Only the two shipped packages are built; the test crates are not needed in an image.
 FROM rust:${RUST_VERSION}-slim-bookworm AS build
 WORKDIR /src
 COPY . .

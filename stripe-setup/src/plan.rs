@@ -410,7 +410,7 @@ mod tests {
             "{text}"
         );
         assert!(text.contains(
-            "+ create webhook endpoint https://billing.example.com/webhook/stripe (16 events)"
+            "+ create webhook endpoint https://billing.example.com/webhook/stripe (18 events)"
         ));
         assert!(
             text.ends_with("Plan: 5 to create, 0 to update, 0 to archive.\n"),

@@ -115,7 +115,21 @@ async fn first_run_creates_everything_with_accepted_requests_and_writes_the_secr
     let endpoint = &endpoints[0].params;
     assert_eq!(endpoint["url"], URL);
     assert_eq!(endpoint["api_version"], billing_stripe::API_VERSION);
-    assert_eq!(endpoint["enabled_events"].as_array().unwrap().len(), 16);
+    let mut sent: Vec<&str> = endpoint["enabled_events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e.as_str().unwrap())
+        .collect();
+    sent.sort_unstable();
+    let mut catalog = billing_stripe::catalog::Catalog::builtin()
+        .webhook
+        .enabled_events;
+    catalog.sort();
+    assert_eq!(
+        sent, catalog,
+        "the endpoint subscribes to the catalog's events"
+    );
     for event in [
         "charge.failed",
         "charge.succeeded",
@@ -513,7 +527,7 @@ async fn a_refusal_names_the_object_and_what_was_done_and_a_rerun_finishes_the_j
     stripe.fail_next("POST", "/v1/webhook_endpoints", 400, 1);
     let run = init(&stripe, &[]).await;
     assert_eq!(run.code, 1);
-    assert!(run.stderr.contains("+ create webhook endpoint https://billing.example.com/webhook/stripe (16 events) failed"), "{}", run.stderr);
+    assert!(run.stderr.contains("+ create webhook endpoint https://billing.example.com/webhook/stripe (18 events) failed"), "{}", run.stderr);
     assert!(
         run.stderr
             .contains("Stripe refused the request (400): Injected fault"),

@@ -26,7 +26,8 @@ pub enum SignatureError {
     NoV1Signature,
     #[error("no v1 signature matches the body for any configured webhook secret")]
     Mismatch,
-    #[error("the signature's timestamp is older than the tolerance of {tolerance_secs} s")]
+    /// Too old, or as far in the future: a replayed or pre-signed delivery either way.
+    #[error("the signature's timestamp is more than the tolerance of {tolerance_secs} s from now")]
     Stale { tolerance_secs: u64 },
 }
 
@@ -104,7 +105,9 @@ pub fn header_value(secret: &str, timestamp: i64, payload: &[u8]) -> String {
 }
 
 /// Checks a delivery: some `v1` must match for some secret (compared in constant time), and the
-/// timestamp must be at most `tolerance_secs` old at `now` (unix seconds).
+/// timestamp must be at most `tolerance_secs` away from `now` (unix seconds), in the past or in
+/// the future: a signature made for later (by a leaked secret, or a sender's wrong clock) must
+/// not stay valid beyond the window that makes a replay useless.
 pub fn verify<S: AsRef<str>>(
     header: Option<&str>,
     payload: &[u8],
@@ -124,7 +127,7 @@ pub fn verify<S: AsRef<str>>(
         return Err(SignatureError::Mismatch);
     }
     let age = i128::from(now) - i128::from(header.timestamp);
-    if age > i128::from(tolerance_secs) {
+    if age.abs() > i128::from(tolerance_secs) {
         return Err(SignatureError::Stale { tolerance_secs });
     }
     Ok(header)
@@ -195,6 +198,15 @@ mod tests {
             }
         );
         let edge = header_value(SECRET, 1_000 - 300, BODY);
+        assert!(verify(Some(&edge), BODY, &[SECRET], 300, 1_000).is_ok());
+        let ahead = header_value(SECRET, 1_000 + 301, BODY);
+        assert_eq!(
+            v(Some(&ahead)),
+            SignatureError::Stale {
+                tolerance_secs: 300
+            }
+        );
+        let edge = header_value(SECRET, 1_000 + 300, BODY);
         assert!(verify(Some(&edge), BODY, &[SECRET], 300, 1_000).is_ok());
     }
 

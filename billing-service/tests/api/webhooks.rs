@@ -164,6 +164,13 @@ async fn every_bad_delivery_is_refused_with_its_reason_and_nothing_is_stored() {
                 "stale_signature",
             ),
             (
+                "signed for later",
+                Some(header_value(WEBHOOK_SECRET, now + 301, body.as_bytes())),
+                body.clone(),
+                400,
+                "stale_signature",
+            ),
+            (
                 "not an event",
                 Some(header_value(WEBHOOK_SECRET, now, b"{\"hello\":1}")),
                 "{\"hello\":1}".into(),
@@ -201,7 +208,7 @@ async fn every_bad_delivery_is_refused_with_its_reason_and_nothing_is_stored() {
         let metrics = app.get("/metrics").await.text().await.unwrap();
         for line in [
             r#"result="bad_signature"} 7"#,
-            r#"result="stale"} 1"#,
+            r#"result="stale"} 2"#,
             r#"result="malformed"} 2"#,
             r#"result="too_large"} 1"#,
         ] {

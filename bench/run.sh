@@ -114,8 +114,8 @@ start_service() { # url log
 # only after that. Prints the accepted count.
 drive() { # system engine port pid concurrency count worker
     local system=$1 engine=$2 port=$3 pid=$4 c=$5 n=$6 worker=$7 json="$OUT/load-$1-$2-c$5.json"
-    "$BIN/stripe-setup" trigger customer.created --url "http://127.0.0.1:$port/webhook/stripe" \
-        --secret "$SECRET" --count "$n" --concurrency "$c" --json >"$json" &
+    STRIPE_WEBHOOK_SECRET="$SECRET" "$BIN/stripe-setup" trigger customer.created --url "http://127.0.0.1:$port/webhook/stripe" \
+        --count "$n" --concurrency "$c" --json >"$json" &
     local trigger=$!
     PIDS+=("$trigger")
     local peak=0 rss

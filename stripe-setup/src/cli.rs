@@ -49,11 +49,13 @@ pub enum Command {
     /// --concurrency, a load generator.
     ///
     /// Prints sent, accepted (2xx), failed, events/s and latency percentiles; exits 1 if any
-    /// event was not accepted.
+    /// event was not accepted. The signing secret comes from STRIPE_WEBHOOK_SECRET or
+    /// --secret-file, never from the command line, which every user of the machine can read.
     ///
     /// Examples:
-    ///   stripe-setup trigger charge.succeeded --url http://localhost:8080/webhook/stripe --secret whsec_...
-    ///   STRIPE_WEBHOOK_SECRET=whsec_... stripe-setup trigger invoice.paid \
+    ///   STRIPE_WEBHOOK_SECRET=whsec_... stripe-setup trigger charge.succeeded \
+    ///       --url http://localhost:8080/webhook/stripe
+    ///   stripe-setup trigger invoice.paid --secret-file webhook-secret.txt \
     ///       --url http://localhost:8080/webhook/stripe --count 10000 --concurrency 32 --json
     #[command(verbatim_doc_comment)]
     Trigger(TriggerArgs),
@@ -107,14 +109,14 @@ pub struct TriggerArgs {
     /// The webhook URL to post to.
     #[arg(long, value_name = "URL")]
     pub url: String,
-    /// The endpoint's signing secret.
-    #[arg(
-        long,
-        env = "STRIPE_WEBHOOK_SECRET",
-        value_name = "WHSEC",
-        hide_env_values = true
-    )]
-    pub secret: String,
+    /// A file holding the endpoint's signing secret (whsec_...), used instead of
+    /// STRIPE_WEBHOOK_SECRET.
+    #[arg(long, value_name = "FILE")]
+    pub secret_file: Option<PathBuf>,
+    /// Not accepted: a secret on the command line is visible to every user of the machine
+    /// (`ps`). Kept so that using it gets an explanation rather than "unexpected argument".
+    #[arg(long, hide = true, value_name = "WHSEC")]
+    pub secret: Option<String>,
     /// How many events to send, each with its own id.
     #[arg(long, default_value_t = 1)]
     pub count: u64,

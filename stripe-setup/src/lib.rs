@@ -64,6 +64,10 @@ fn client(target: &Target) -> anyhow::Result<StripeClient> {
 async fn init(args: InitArgs) -> anyhow::Result<ExitCode> {
     let catalog = load_catalog(&args.target)?;
     preflight::check_webhook_url(&args.webhook_url)?;
+    if let Some(path) = &args.secret_file {
+        secret_output::check_destination(path)
+            .with_context(|| format!("--secret-file {}", path.display()))?;
+    }
     let client = client(&args.target)?;
     let env = &args.target.environment;
 
@@ -140,10 +144,15 @@ async fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
 }
 
 async fn trigger(args: TriggerArgs) -> anyhow::Result<ExitCode> {
+    let secret = trigger::resolve_secret(
+        args.secret.as_deref(),
+        args.secret_file.as_deref(),
+        std::env::var("STRIPE_WEBHOOK_SECRET").ok(),
+    )?;
     let options = trigger::TriggerOptions {
         event_type: args.event_type,
         url: args.url,
-        secret: args.secret,
+        secret,
         count: args.count,
         concurrency: args.concurrency,
     };

@@ -2,7 +2,8 @@
 //!
 //! Stripe shows the secret only in the response that creates the endpoint, so it is written the
 //! moment that response arrives, in the form the deployment consumes: a `.env` line, JSON, or a
-//! Kubernetes Secret manifest. A file is created readable by its owner only.
+//! Kubernetes Secret manifest. A file is always left readable by its owner only, and never
+//! written through a symbolic link (which could put the secret anywhere the link points).
 
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
@@ -76,17 +77,77 @@ pub fn write(destination: &Destination, text: &str) -> std::io::Result<String> {
     }
 }
 
+/// Refuses a `--secret-file` the secret must not be written to: a symbolic link, anything but a
+/// regular file, or a path whose folder does not exist. `init` checks this before any request:
+/// once Stripe has created the endpoint, a failed write loses the secret.
+pub fn check_destination(path: &Path) -> std::io::Result<()> {
+    use std::io::{Error, ErrorKind};
+    match std::fs::symlink_metadata(path) {
+        Ok(meta) if meta.file_type().is_symlink() => {
+            return Err(Error::new(
+                ErrorKind::InvalidInput,
+                format!(
+                    "{} is a symbolic link; the secret is never written through one",
+                    path.display()
+                ),
+            ));
+        }
+        Ok(meta) if !meta.is_file() => {
+            return Err(Error::new(
+                ErrorKind::InvalidInput,
+                format!("{} exists and is not a regular file", path.display()),
+            ));
+        }
+        Ok(_) => {}
+        Err(e) if e.kind() == ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    let folder = folder_of(path);
+    if !folder.is_dir() {
+        return Err(Error::new(
+            ErrorKind::NotFound,
+            format!("the folder {} does not exist", folder.display()),
+        ));
+    }
+    Ok(())
+}
+
+fn folder_of(path: &Path) -> &Path {
+    match path.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent,
+        _ => Path::new("."),
+    }
+}
+
+/// Writes a new file beside `path`, created exclusively and readable by its owner only, then
+/// renames it over `path`: an existing file's mode is never kept, and a link put at `path` in
+/// the meantime is replaced, not followed.
 fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    check_destination(path)?;
+    let name = path
+        .file_name()
+        .ok_or_else(|| std::io::Error::other(format!("{} names no file", path.display())))?;
+    let temporary = folder_of(path).join(format!(
+        ".{}.{}.tmp",
+        name.to_string_lossy(),
+        std::process::id()
+    ));
     let mut options = std::fs::OpenOptions::new();
-    options.write(true).create(true).truncate(true);
+    options.write(true).create_new(true);
     #[cfg(unix)]
     {
         use std::os::unix::fs::OpenOptionsExt as _;
         options.mode(0o600);
     }
-    let mut file = options.open(path)?;
-    file.write_all(bytes)?;
-    file.sync_all()
+    let written = options.open(&temporary).and_then(|mut file| {
+        file.write_all(bytes)?;
+        file.sync_all()
+    });
+    let renamed = written.and_then(|()| std::fs::rename(&temporary, path));
+    if renamed.is_err() {
+        let _ = std::fs::remove_file(&temporary);
+    }
+    renamed
 }
 
 #[cfg(test)]
@@ -110,6 +171,35 @@ mod tests {
             k8s.ends_with("stringData:\n  STRIPE_WEBHOOK_SECRET: whsec_a\n"),
             "{k8s}"
         );
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn an_existing_file_is_made_private_and_a_link_is_refused() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("secret.env");
+        std::fs::write(&path, "old\n").unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        write(&Destination::File(path.clone()), "new\n").unwrap();
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "new\n");
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "an existing file's mode is not kept");
+
+        let target = dir.path().join("elsewhere");
+        std::fs::write(&target, "untouched\n").unwrap();
+        let link = dir.path().join("link.env");
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        let error = write(&Destination::File(link.clone()), "whsec_x\n").unwrap_err();
+        assert!(error.to_string().contains("symbolic link"), "{error}");
+        assert_eq!(std::fs::read_to_string(&target).unwrap(), "untouched\n");
+        assert!(
+            check_destination(dir.path()).is_err(),
+            "a folder is refused"
+        );
+        assert!(check_destination(&dir.path().join("no/such/secret")).is_err());
+        let leftovers = std::fs::read_dir(dir.path()).unwrap().count();
+        assert_eq!(leftovers, 3, "no temporary file is left behind");
     }
 
     #[test]

@@ -34,6 +34,19 @@ pub enum TriggerError {
     Zero,
     #[error("the webhook secret should look like whsec_...")]
     BadSecret,
+    #[error(
+        "--secret is not accepted: a command line is visible to every user of the machine (ps); \
+         set STRIPE_WEBHOOK_SECRET or pass --secret-file"
+    )]
+    SecretOnCommandLine,
+    #[error("no webhook secret: set STRIPE_WEBHOOK_SECRET or pass --secret-file")]
+    NoSecret,
+    #[error("cannot read the webhook secret from {path}: {source}")]
+    SecretFile {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("cannot build the HTTP client: {0}")]
     Client(#[from] reqwest::Error),
 }
@@ -118,6 +131,35 @@ struct Tally {
     accepted: u64,
     failed: u64,
     first_failure: Option<String>,
+}
+
+/// The signing secret: from `--secret-file` (its first line), else from `STRIPE_WEBHOOK_SECRET`
+/// (`env`); one given on the command line (`argv`) is refused.
+pub fn resolve_secret(
+    argv: Option<&str>,
+    file: Option<&std::path::Path>,
+    env: Option<String>,
+) -> Result<String, TriggerError> {
+    if argv.is_some() {
+        return Err(TriggerError::SecretOnCommandLine);
+    }
+    let secret = match file {
+        Some(path) => std::fs::read_to_string(path)
+            .map_err(|source| TriggerError::SecretFile {
+                path: path.display().to_string(),
+                source,
+            })?
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .trim()
+            .to_owned(),
+        None => env.unwrap_or_default().trim().to_owned(),
+    };
+    if secret.is_empty() {
+        return Err(TriggerError::NoSecret);
+    }
+    Ok(secret)
 }
 
 /// Sends the events and reports. Per-event failures are counted, not returned as errors.
@@ -290,6 +332,31 @@ fn event_id(run_id: &str, i: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_secret_comes_from_a_file_or_the_environment_never_argv() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("secret");
+        std::fs::write(&file, "whsec_from_file\n").unwrap();
+        let env = || Some("whsec_from_env".to_owned());
+        assert_eq!(
+            resolve_secret(None, Some(&file), env()).unwrap(),
+            "whsec_from_file"
+        );
+        assert_eq!(resolve_secret(None, None, env()).unwrap(), "whsec_from_env");
+        assert!(matches!(
+            resolve_secret(Some("whsec_x"), None, env()),
+            Err(TriggerError::SecretOnCommandLine)
+        ));
+        assert!(matches!(
+            resolve_secret(None, None, None),
+            Err(TriggerError::NoSecret)
+        ));
+        assert!(matches!(
+            resolve_secret(None, Some(&dir.path().join("missing")), env()),
+            Err(TriggerError::SecretFile { .. })
+        ));
+    }
 
     #[test]
     fn event_ids_are_unique_within_and_across_runs() {

@@ -385,6 +385,22 @@ async fn the_secret_can_go_to_a_file_as_json_or_as_a_kubernetes_secret() {
     );
 }
 
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread")]
+async fn a_secret_file_that_is_a_link_is_refused_before_any_request() {
+    let stripe = StripeDouble::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let target = dir.path().join("somewhere-shared");
+    std::fs::write(&target, "").unwrap();
+    let link = dir.path().join("secret.env");
+    std::os::unix::fs::symlink(&target, &link).unwrap();
+    let run = init(&stripe, &["--secret-file", link.to_str().unwrap()]).await;
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    assert!(run.stderr.contains("is a symbolic link"), "{}", run.stderr);
+    assert!(stripe.requests().is_empty(), "nothing was asked of Stripe");
+    assert_eq!(std::fs::read_to_string(&target).unwrap(), "");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn bad_keys_urls_and_catalogs_are_refused_before_any_request() {
     let stripe = StripeDouble::start().await;

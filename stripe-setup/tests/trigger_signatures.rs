@@ -98,11 +98,13 @@ impl Drop for Receiver {
     }
 }
 
-fn trigger(args: &[&str]) -> (i32, String, String) {
+/// `stripe-setup trigger <args>` with `secret` in STRIPE_WEBHOOK_SECRET (never on the command
+/// line).
+fn trigger(secret: &str, args: &[&str]) -> (i32, String, String) {
     let output = Command::new(env!("CARGO_BIN_EXE_stripe-setup"))
         .arg("trigger")
         .args(args)
-        .env_remove("STRIPE_WEBHOOK_SECRET")
+        .env("STRIPE_WEBHOOK_SECRET", secret)
         .output()
         .expect("the binary runs");
     (
@@ -116,8 +118,7 @@ fn trigger(args: &[&str]) -> (i32, String, String) {
 fn every_handled_event_type_is_signed_as_stripe_signs() {
     let receiver = Receiver::start();
     for event_type in billing_stripe::fixtures::SUPPORTED {
-        let (code, stdout, stderr) =
-            trigger(&[event_type, "--url", &receiver.url, "--secret", SECRET]);
+        let (code, stdout, stderr) = trigger(SECRET, &[event_type, "--url", &receiver.url]);
         assert_eq!(code, 0, "{event_type}: {stdout}{stderr}");
         assert!(stdout.contains("accepted (2xx)"), "{stdout}");
     }
@@ -133,18 +134,19 @@ fn every_handled_event_type_is_signed_as_stripe_signs() {
 #[test]
 fn load_generation_sends_unique_events_over_kept_alive_connections() {
     let receiver = Receiver::start();
-    let (code, stdout, stderr) = trigger(&[
-        "invoice.paid",
-        "--url",
-        &receiver.url,
-        "--secret",
+    let (code, stdout, stderr) = trigger(
         SECRET,
-        "--count",
-        "200",
-        "--concurrency",
-        "4",
-        "--json",
-    ]);
+        &[
+            "invoice.paid",
+            "--url",
+            &receiver.url,
+            "--count",
+            "200",
+            "--concurrency",
+            "4",
+            "--json",
+        ],
+    );
     assert_eq!(code, 0, "{stdout}{stderr}");
     let report: Value = serde_json::from_str(&stdout).expect("--json prints JSON");
     assert_eq!(report["sent"], 200);
@@ -168,15 +170,10 @@ fn load_generation_sends_unique_events_over_kept_alive_connections() {
 #[test]
 fn a_wrong_secret_is_reported_as_failures_and_exit_1() {
     let receiver = Receiver::start();
-    let (code, stdout, _) = trigger(&[
-        "charge.failed",
-        "--url",
-        &receiver.url,
-        "--secret",
+    let (code, stdout, _) = trigger(
         "whsec_wrong",
-        "--count",
-        "3",
-    ]);
+        &["charge.failed", "--url", &receiver.url, "--count", "3"],
+    );
     assert_eq!(code, 1);
     assert!(
         stdout.contains("sent 3, accepted 0 (2xx), failed 3"),
@@ -188,17 +185,53 @@ fn a_wrong_secret_is_reported_as_failures_and_exit_1() {
 
 #[test]
 fn unknown_event_types_are_refused_naming_the_known_ones() {
-    let (code, _, stderr) = trigger(&[
-        "payout.paid",
-        "--url",
-        "http://127.0.0.1:9/",
-        "--secret",
-        SECRET,
-    ]);
+    let (code, _, stderr) = trigger(SECRET, &["payout.paid", "--url", "http://127.0.0.1:9/"]);
     assert_eq!(code, 1);
     assert!(
         stderr.contains("no fixture for event type 'payout.paid'"),
         "{stderr}"
     );
     assert!(stderr.contains("checkout.session.completed"), "{stderr}");
+}
+
+#[test]
+fn a_secret_on_the_command_line_is_refused_and_nothing_is_sent() {
+    let receiver = Receiver::start();
+    let (code, stdout, stderr) = trigger(
+        SECRET,
+        &[
+            "charge.succeeded",
+            "--url",
+            &receiver.url,
+            "--secret",
+            SECRET,
+        ],
+    );
+    assert_ne!(code, 0, "{stdout}{stderr}");
+    assert!(
+        stderr.contains("--secret is not accepted") && stderr.contains("STRIPE_WEBHOOK_SECRET"),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains(SECRET),
+        "the refusal does not echo the secret: {stderr}"
+    );
+    assert_eq!(receiver.stats()["valid"], 0);
+    assert_eq!(receiver.stats()["invalid"], 0);
+
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("secret");
+    std::fs::write(&file, format!("{SECRET}\n")).unwrap();
+    let (code, stdout, stderr) = trigger(
+        "",
+        &[
+            "charge.succeeded",
+            "--url",
+            &receiver.url,
+            "--secret-file",
+            file.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(code, 0, "--secret-file works: {stdout}{stderr}");
+    assert_eq!(receiver.stats()["valid"], 1);
 }

@@ -31,14 +31,14 @@ const TYPES: &[&str] = &[
 ];
 const COUNT: usize = 200;
 
-/// `stripe-setup trigger <args>`: exit code, stdout, stderr.
-async fn trigger(args: Vec<String>) -> (i32, String, String) {
+/// `stripe-setup trigger <args>` with the secret in its environment: exit code, stdout, stderr.
+async fn trigger(secret: &str, args: Vec<String>) -> (i32, String, String) {
+    let secret = secret.to_owned();
     tokio::task::spawn_blocking(move || {
         let output = Command::new(binary(STRIPE_SETUP))
             .arg("trigger")
             .args(&args)
-            // The secret is given on the command line only.
-            .env_remove("STRIPE_WEBHOOK_SECRET")
+            .env("STRIPE_WEBHOOK_SECRET", &secret)
             .output()
             .expect("stripe-setup runs");
         (
@@ -51,13 +51,11 @@ async fn trigger(args: Vec<String>) -> (i32, String, String) {
     .expect("the trigger task")
 }
 
-fn load_args(event_type: &str, url: &str, secret: &str, count: usize) -> Vec<String> {
+fn load_args(event_type: &str, url: &str, count: usize) -> Vec<String> {
     [
         event_type,
         "--url",
         url,
-        "--secret",
-        secret,
         "--count",
         &count.to_string(),
         "--concurrency",
@@ -76,7 +74,7 @@ async fn triggered_events_are_stored_once_and_processed() {
         let url = service.url("/webhook/stripe");
         for event_type in TYPES {
             let (code, stdout, stderr) =
-                trigger(load_args(event_type, &url, WEBHOOK_SECRET, COUNT)).await;
+                trigger(WEBHOOK_SECRET, load_args(event_type, &url, COUNT)).await;
             let context = format!(
                 "{:?} {event_type}: exit {code}\n{stdout}{stderr}\nservice log:\n{}",
                 db.engine,
@@ -155,13 +153,8 @@ async fn a_wrong_secret_is_refused_and_nothing_is_stored() {
     for db in every_engine().await {
         let service = Service::start(&db.url).await;
         let store = db.pool().await;
-        let args = load_args(
-            "charge.succeeded",
-            &service.url("/webhook/stripe"),
-            "whsec_not_the_services_secret",
-            20,
-        );
-        let (code, stdout, stderr) = trigger(args).await;
+        let args = load_args("charge.succeeded", &service.url("/webhook/stripe"), 20);
+        let (code, stdout, stderr) = trigger("whsec_not_the_services_secret", args).await;
         let context = format!("{:?}: exit {code}\n{stdout}{stderr}", db.engine);
         assert_eq!(code, 1, "{context}");
         let report: Value = serde_json::from_str(stdout.trim()).expect("--json prints JSON");
@@ -201,7 +194,7 @@ async fn every_type_of_the_default_catalog_is_sent_and_processed() {
         let url = service.url("/webhook/stripe");
         for event_type in &types {
             let (code, stdout, stderr) =
-                trigger(load_args(event_type, &url, WEBHOOK_SECRET, EACH)).await;
+                trigger(WEBHOOK_SECRET, load_args(event_type, &url, EACH)).await;
             assert_eq!(code, 0, "{} {event_type}: {stdout}{stderr}", db.engine);
         }
         let rows = wait_for(

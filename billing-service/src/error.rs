@@ -5,6 +5,8 @@
 //! logged with their whole chain and replaced by a generic message, so no SQL, secret or Stripe
 //! internals reach the client.
 
+use std::sync::Arc;
+
 use axum::Json;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -30,7 +32,7 @@ pub enum ApiError {
     PayloadTooLarge { limit: usize },
     /// Stripe failed or could not be reached; the message is ours, Stripe's details are logged.
     #[error("Stripe could not be reached; try again shortly")]
-    Stripe(#[source] billing_stripe::StripeError),
+    Stripe(#[source] Arc<billing_stripe::StripeError>),
     /// The database is not answering; the client should retry (Stripe does, for webhooks).
     #[error("the database is unavailable")]
     Unavailable(#[source] anyhow::Error),
@@ -77,15 +79,22 @@ impl From<sqlx::Error> for ApiError {
 }
 
 impl From<billing_stripe::StripeError> for ApiError {
-    /// Stripe refusing a request is the caller's problem, and Stripe's message says what; Stripe
-    /// failing is ours, and its details stay in the log (written once, with the response).
     fn from(e: billing_stripe::StripeError) -> Self {
-        match e {
+        Self::from(Arc::new(e))
+    }
+}
+
+impl From<Arc<billing_stripe::StripeError>> for ApiError {
+    /// Stripe refusing a request is the caller's problem, and Stripe's message says what; Stripe
+    /// failing is ours, and its details stay in the log (written once, with the response). Shared
+    /// (`Arc`) because one Stripe read can answer several requests.
+    fn from(e: Arc<billing_stripe::StripeError>) -> Self {
+        match &*e {
             billing_stripe::StripeError::Rejected { message, .. } => Self::BadRequest {
                 code: "stripe_rejected",
-                message,
+                message: message.clone(),
             },
-            other => Self::Stripe(other),
+            _ => Self::Stripe(e),
         }
     }
 }

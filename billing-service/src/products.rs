@@ -1,19 +1,29 @@
 //! What is for sale: the active recurring prices of the catalog's product, read from Stripe and
 //! cached briefly so that a traffic spike does not run into Stripe's rate limit.
 //!
+//! Concurrent requests on an expired cache share one Stripe read, and no lock is held while it
+//! runs. A price the list does not hold makes the service read Stripe again (a price may have
+//! been added since), but at most once per [`MISS_REFRESH`]: ids made up by a client cannot turn
+//! each request into Stripe calls.
+//!
 //! The product is the one whose prices hold the catalog's lookup keys (lookup keys are unique in
 //! an account), so the service needs no product id in its configuration and finds exactly what
 //! `stripe-setup init` provisioned. Every price of that product is listed, across all pages,
 //! including ones added by hand in the Dashboard.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use billing_stripe::catalog::Catalog;
 use billing_stripe::stripe_shared::{Price, PriceType, RecurringInterval};
 use billing_stripe::{StripeClient, StripeError, account};
+use futures_util::FutureExt;
+use futures_util::future::{BoxFuture, Shared};
 use serde::Serialize;
-use tokio::sync::Mutex;
+
+/// After a price reference the list does not hold, Stripe is read again only if the list is at
+/// least this old.
+pub const MISS_REFRESH: Duration = Duration::from_secs(10);
 
 /// One price, in the shape the frontend reads.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -91,78 +101,172 @@ impl ProductPrice {
     }
 }
 
+type PriceList = Arc<Vec<ProductPrice>>;
+
+/// One read of Stripe, awaited by every request that needs it.
+type Refresh = Shared<BoxFuture<'static, Result<PriceList, Arc<StripeError>>>>;
+
 /// The catalog's prices, with a short-lived cache.
 pub struct Products {
-    catalog: Catalog,
+    catalog: Arc<Catalog>,
     ttl: Duration,
-    /// Held while fetching, so concurrent requests on an expired cache make one Stripe call.
-    cache: Mutex<Option<(Instant, Arc<Vec<ProductPrice>>)>>,
+    /// Never held across an await: only to read or swap what is cached and what is in flight.
+    state: Mutex<State>,
+}
+
+#[derive(Default)]
+struct State {
+    cached: Option<(Instant, PriceList)>,
+    /// The read under way, with an id to tell it from a later one.
+    refreshing: Option<(u64, Refresh)>,
+    next_refresh_id: u64,
 }
 
 impl Products {
     pub fn new(catalog: Catalog, ttl: Duration) -> Self {
         Self {
-            catalog,
+            catalog: Arc::new(catalog),
             ttl,
-            cache: Mutex::new(None),
+            state: Mutex::new(State::default()),
         }
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        // The state is two plain values, consistent after any panic.
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// The prices, from the cache when it is fresh.
-    pub async fn list(&self, stripe: &StripeClient) -> Result<Arc<Vec<ProductPrice>>, StripeError> {
-        let mut cache = self.cache.lock().await;
-        if let Some((at, prices)) = cache.as_ref()
-            && at.elapsed() < self.ttl
-        {
-            return Ok(prices.clone());
-        }
-        let prices = Arc::new(self.fetch(stripe).await?);
-        *cache = Some((Instant::now(), prices.clone()));
-        Ok(prices)
+    pub async fn list(&self, stripe: &StripeClient) -> Result<PriceList, Arc<StripeError>> {
+        let refresh = {
+            let mut state = self.state();
+            if let Some((at, prices)) = &state.cached
+                && at.elapsed() < self.ttl
+            {
+                return Ok(prices.clone());
+            }
+            self.refresh(&mut state, stripe)
+        };
+        self.finish(refresh).await
     }
 
     /// The price `reference` names (a `price_...` id or a lookup key), if it is one of ours.
-    /// A miss re-reads Stripe once, so a price added since the cache filled is found.
     pub async fn find(
         &self,
         stripe: &StripeClient,
         reference: &str,
-    ) -> Result<Option<ProductPrice>, StripeError> {
+    ) -> Result<Option<ProductPrice>, Arc<StripeError>> {
         let matches =
             |p: &&ProductPrice| p.id == reference || p.lookup_key.as_deref() == Some(reference);
         if let Some(found) = self.list(stripe).await?.iter().find(matches) {
             return Ok(Some(found.clone()));
         }
-        self.cache.lock().await.take();
-        Ok(self.list(stripe).await?.iter().find(matches).cloned())
+        let refresh = {
+            let mut state = self.state();
+            match &state.cached {
+                Some((at, _)) if at.elapsed() < MISS_REFRESH => return Ok(None),
+                _ => self.refresh(&mut state, stripe),
+            }
+        };
+        Ok(self.finish(refresh).await?.iter().find(matches).cloned())
     }
 
-    async fn fetch(&self, stripe: &StripeClient) -> Result<Vec<ProductPrice>, StripeError> {
-        let keyed = account::prices_by_lookup_keys(stripe, &self.catalog.lookup_keys()).await?;
-        let mut products: Vec<String> = keyed.iter().map(|p| p.product.id().to_string()).collect();
-        products.sort();
-        products.dedup();
-        if products.len() > 1 {
-            tracing::warn!(
-                ?products,
-                "the catalog's lookup keys are spread over several products; listing all of them"
-            );
+    /// The read under way, or a new one.
+    fn refresh(&self, state: &mut State, stripe: &StripeClient) -> (u64, Refresh) {
+        if let Some(refreshing) = &state.refreshing {
+            return refreshing.clone();
         }
-        let mut prices = Vec::new();
-        for product in &products {
-            let listed = account::active_recurring_prices(stripe, product).await?;
-            prices.extend(listed.iter().filter_map(ProductPrice::from_stripe));
-        }
-        prices.sort_by(|a, b| {
-            (a.interval_rank, a.unit_amount, &a.id).cmp(&(b.interval_rank, b.unit_amount, &b.id))
-        });
-        Ok(prices)
+        let (catalog, stripe) = (self.catalog.clone(), stripe.clone());
+        let read = async move {
+            fetch(&catalog, &stripe)
+                .await
+                .map(Arc::new)
+                .map_err(Arc::new)
+        };
+        let id = state.next_refresh_id;
+        state.next_refresh_id += 1;
+        let refreshing = (id, read.boxed().shared());
+        state.refreshing = Some(refreshing.clone());
+        refreshing
     }
+
+    /// Awaits a read and records its result (the first of its waiters to finish does).
+    async fn finish(&self, (id, refresh): (u64, Refresh)) -> Result<PriceList, Arc<StripeError>> {
+        let result = refresh.await;
+        let mut state = self.state();
+        if state
+            .refreshing
+            .as_ref()
+            .is_some_and(|(current, _)| *current == id)
+        {
+            state.refreshing = None;
+            if let Ok(prices) = &result {
+                state.cached = Some((Instant::now(), prices.clone()));
+            }
+        }
+        result
+    }
+}
+
+async fn fetch(catalog: &Catalog, stripe: &StripeClient) -> Result<Vec<ProductPrice>, StripeError> {
+    let keyed = account::prices_by_lookup_keys(stripe, &catalog.lookup_keys()).await?;
+    let mut products: Vec<String> = keyed.iter().map(|p| p.product.id().to_string()).collect();
+    products.sort();
+    products.dedup();
+    if products.len() > 1 {
+        tracing::warn!(
+            ?products,
+            "the catalog's lookup keys are spread over several products; listing all of them"
+        );
+    }
+    let mut prices = Vec::new();
+    for product in &products {
+        let listed = account::active_recurring_prices(stripe, product).await?;
+        prices.extend(listed.iter().filter_map(ProductPrice::from_stripe));
+    }
+    prices.sort_by(|a, b| {
+        (a.interval_rank, a.unit_amount, &a.id).cmp(&(b.interval_rank, b.unit_amount, &b.id))
+    });
+    Ok(prices)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use billing_stripe::{SecretKey, StripeConfig};
+    use serde_json::json;
+    use stripe_wiremock::{Kind, StripeDouble};
+
+    #[tokio::test]
+    async fn a_price_added_later_is_found_once_the_list_is_older_than_the_miss_window() {
+        let stripe = StripeDouble::start().await;
+        let catalog = stripe.seed_default_catalog();
+        let mut config = StripeConfig::new(SecretKey::parse("sk_test_products").unwrap());
+        config.api_base = stripe.uri();
+        let client = StripeClient::new(&config).unwrap();
+        let products = Products::new(Catalog::builtin(), Duration::from_secs(3600));
+        assert_eq!(products.list(&client).await.unwrap().len(), 3);
+
+        let added = stripe
+            .create(
+                Kind::Price,
+                json!({"product": catalog.product, "currency": "cad", "unit_amount": 1999,
+                       "recurring": {"interval": "week"}}),
+            )
+            .unwrap()["id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        // Within the window: the list was just read, so a miss is a miss.
+        assert_eq!(products.find(&client, &added).await.unwrap(), None);
+        // Once the list is older than the window, a miss reads Stripe again and finds it.
+        if let Some((at, _)) = products.state().cached.as_mut() {
+            *at -= MISS_REFRESH;
+        }
+        let found = products.find(&client, &added).await.unwrap();
+        assert_eq!(found.map(|p| p.id), Some(added));
+        stripe.assert_no_violations();
+    }
 
     #[test]
     fn prices_are_formatted_like_the_template() {

@@ -161,6 +161,49 @@ async fn products_lists_the_catalog_prices_in_order_and_caches_them() {
     }
 }
 
+/// The reads of the catalog's prices by lookup key: one per read of the whole list.
+fn list_reads(stripe: &StripeDouble) -> usize {
+    stripe
+        .requests()
+        .iter()
+        .filter(|r| {
+            r.method == "GET" && r.path == "/v1/prices" && r.params.get("lookup_keys").is_some()
+        })
+        .count()
+}
+
+#[tokio::test]
+async fn a_cold_burst_and_made_up_prices_cost_stripe_one_read_each() {
+    let db = TestDb::sqlite();
+    let stripe = StripeDouble::start().await;
+    seed(&stripe);
+    let app = app_with_stripe(&db, &stripe).await;
+
+    // 20 requests at once on an empty cache share one read, and none waits on a lock for it.
+    let burst: Vec<_> = (0..20).map(|_| app.get("/billing/products")).collect();
+    for response in futures_util::future::join_all(burst).await {
+        assert_eq!(response.status(), 200);
+    }
+    assert_eq!(list_reads(&stripe), 1, "one read for the whole burst");
+
+    // Unknown prices, as a client making them up would send them: the list was just read, so
+    // none of them makes the service ask Stripe again.
+    let users: Vec<String> = (0..30).map(|i| format!("prober-{i}")).collect();
+    let unknown: Vec<_> = users
+        .iter()
+        .map(|user| app.checkout(user, json!({"price_id": format!("price_madeup_{user}")})))
+        .collect();
+    for response in futures_util::future::join_all(unknown).await {
+        assert_eq!(
+            error_code(response).await,
+            (400, "unknown_price".to_owned())
+        );
+    }
+    assert_eq!(list_reads(&stripe), 1, "made-up prices cost no Stripe read");
+    stripe.assert_no_violations();
+    app.stop().await;
+}
+
 #[tokio::test]
 async fn products_reads_every_page() {
     let db = TestDb::sqlite();

@@ -73,12 +73,18 @@ pub struct StripeSettings {
     pub products_cache: Duration,
 }
 
+/// Far above any query of the service (they take milliseconds), far below a stuck one.
+const DEFAULT_STATEMENT_TIMEOUT: Duration = Duration::from_secs(30);
+
 #[derive(Clone)]
 pub struct DatabaseSettings {
     /// The whole URL, password included, hence secret.
     pub url: SecretString,
     /// How long start-up keeps trying to reach the database before giving up.
     pub connect_retry: Duration,
+    /// The longest a statement may run on PostgreSQL (`statement_timeout`); zero for no limit.
+    /// A stuck query then fails and frees its connection instead of holding it for ever.
+    pub statement_timeout: Duration,
 }
 
 impl fmt::Debug for DatabaseSettings {
@@ -86,6 +92,7 @@ impl fmt::Debug for DatabaseSettings {
         f.debug_struct("DatabaseSettings")
             .field("url", &self.display_target())
             .field("connect_retry", &self.connect_retry)
+            .field("statement_timeout", &self.statement_timeout)
             .finish()
     }
 }
@@ -95,6 +102,7 @@ impl DatabaseSettings {
         Self {
             url: SecretString::from(url.into()),
             connect_retry: Duration::from_secs(10),
+            statement_timeout: DEFAULT_STATEMENT_TIMEOUT,
         }
     }
 
@@ -219,6 +227,14 @@ impl DatabaseSettings {
             raw.parse::<u64>()
                 .map_err(|_| "must be a whole number of seconds".to_owned())
         });
+        let statement_timeout_secs = reader.parsed(
+            "DATABASE_STATEMENT_TIMEOUT_SECS",
+            DEFAULT_STATEMENT_TIMEOUT.as_secs(),
+            |raw| {
+                raw.parse::<u64>()
+                    .map_err(|_| "must be a whole number of seconds (0: no limit)".to_owned())
+            },
+        );
         let url = match reader.optional("DATABASE_URL") {
             Some(url) => match validate_database_url(url.trim()) {
                 Ok(()) => url.trim().to_owned(),
@@ -232,6 +248,7 @@ impl DatabaseSettings {
         Self {
             url: SecretString::from(url),
             connect_retry: Duration::from_secs(retry_secs),
+            statement_timeout: Duration::from_secs(statement_timeout_secs),
         }
     }
 }
@@ -481,6 +498,23 @@ mod tests {
         assert_eq!(s.stripe.api_base.as_str(), "https://api.stripe.com/");
         assert_eq!(s.stripe.webhook_tolerance, Duration::from_secs(300));
         assert_eq!(s.stripe.webhook_secrets.len(), 1);
+        assert_eq!(s.database.statement_timeout, Duration::from_secs(30));
+    }
+
+    #[test]
+    fn the_statement_timeout_is_read_and_checked() {
+        let mut pairs = MINIMAL.to_vec();
+        pairs.push(("DATABASE_STATEMENT_TIMEOUT_SECS", "5"));
+        let s = Settings::from_env(&env(&pairs)).unwrap();
+        assert_eq!(s.database.statement_timeout, Duration::from_secs(5));
+        pairs.push(("DATABASE_STATEMENT_TIMEOUT_SECS", "soon"));
+        let err = Settings::from_env(&env(&pairs[pairs.len() - 1..]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("DATABASE_STATEMENT_TIMEOUT_SECS must be"),
+            "{err}"
+        );
     }
 
     #[test]

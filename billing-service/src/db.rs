@@ -23,7 +23,13 @@ pub enum Engine {
 pub struct Db {
     pub pool: AnyPool,
     pub engine: Engine,
+    /// One connection of its own for readiness, so that a pool busy under load is not taken for
+    /// a database that is down.
+    probe: AnyPool,
 }
+
+/// How long readiness waits for the database.
+const READY_TIMEOUT: Duration = Duration::from_secs(2);
 
 #[derive(Debug, thiserror::Error)]
 #[error("cannot reach the database at {target} (tried for {waited:?}): {source}")]
@@ -45,6 +51,7 @@ impl Db {
         } else {
             (Engine::Postgres, settings.url.expose_secret().to_owned())
         };
+        let statement_timeout_ms = settings.statement_timeout.as_millis();
         let options = AnyPoolOptions::new()
             .max_connections(match engine {
                 Engine::Postgres => 10,
@@ -54,11 +61,20 @@ impl Db {
             .acquire_timeout(Duration::from_secs(3))
             .after_connect(move |conn, _| {
                 Box::pin(async move {
-                    if engine == Engine::Sqlite {
+                    match engine {
                         // WAL lets readers run beside the single writer; synchronous stays FULL
                         // because an acknowledged webhook must survive a power cut.
-                        conn.execute("PRAGMA journal_mode = WAL; PRAGMA foreign_keys = ON;")
+                        Engine::Sqlite => {
+                            conn.execute("PRAGMA journal_mode = WAL; PRAGMA foreign_keys = ON;")
+                                .await?;
+                        }
+                        // A number we format ourselves: nothing from outside is spliced in.
+                        Engine::Postgres => {
+                            conn.execute(sqlx::AssertSqlSafe(format!(
+                                "SET statement_timeout = {statement_timeout_ms}"
+                            )))
                             .await?;
+                        }
                     }
                     Ok(())
                 })
@@ -87,16 +103,27 @@ impl Db {
             waited: started.elapsed(),
             source,
         })?;
-        Ok(Self { pool, engine })
+        let probe = AnyPoolOptions::new()
+            .max_connections(1)
+            .acquire_timeout(READY_TIMEOUT)
+            .connect_lazy(&url)
+            .map_err(|source| ConnectError {
+                target: settings.host_and_port(),
+                waited: started.elapsed(),
+                source,
+            })?;
+        Ok(Self {
+            pool,
+            engine,
+            probe,
+        })
     }
 
-    /// Whether the database answers now, within a short deadline.
+    /// Whether the database answers now, within a short deadline, on the probe's own
+    /// connection.
     pub async fn is_ready(&self) -> bool {
-        let probe = sqlx::query_scalar::<_, i32>("SELECT 1").fetch_one(&self.pool);
-        matches!(
-            tokio::time::timeout(Duration::from_secs(2), probe).await,
-            Ok(Ok(1))
-        )
+        let probe = sqlx::query_scalar::<_, i32>("SELECT 1").fetch_one(&self.probe);
+        matches!(tokio::time::timeout(READY_TIMEOUT, probe).await, Ok(Ok(1)))
     }
 }
 
@@ -124,10 +151,11 @@ pub fn is_unavailable(error: &sqlx::Error) -> bool {
         sqlx::Error::Database(e) => e.code().is_some_and(|code| match code.len() {
             // PostgreSQL's SQLSTATE: connection exceptions (08...), insufficient resources
             // (53...), and the server shutting down or starting (57P01-57P03).
+            // 57014: a statement ran past `statement_timeout`, the database too slow to answer.
             5 => {
                 code.starts_with("08")
                     || code.starts_with("53")
-                    || matches!(code.as_ref(), "57P01" | "57P02" | "57P03")
+                    || matches!(code.as_ref(), "57014" | "57P01" | "57P02" | "57P03")
             }
             // SQLite's result codes: busy or locked by another connection.
             _ => sqlite_busy(&code),

@@ -120,7 +120,7 @@ impl Migrator {
     /// Applies every pending script (or, with `dry_run`, only says which it would apply).
     pub async fn migrate(&self, db: &Db, dry_run: bool) -> Result<Vec<Step>, MigrateError> {
         let mut conn = lock(db).await?;
-        let result = self.migrate_on(&mut conn, dry_run).await;
+        let result = self.migrate_on(&mut conn, db.engine, dry_run).await;
         unlock(db, &mut conn).await?;
         result
     }
@@ -142,7 +142,7 @@ impl Migrator {
     /// Reverts the latest applied versioned script with its `U` script.
     pub async fn undo(&self, db: &Db, dry_run: bool) -> Result<Vec<Step>, MigrateError> {
         let mut conn = lock(db).await?;
-        let result = self.undo_on(&mut conn, dry_run).await;
+        let result = self.undo_on(&mut conn, db.engine, dry_run).await;
         unlock(db, &mut conn).await?;
         result
     }
@@ -150,12 +150,13 @@ impl Migrator {
     async fn migrate_on(
         &self,
         conn: &mut AnyConnection,
+        engine: Engine,
         dry_run: bool,
     ) -> Result<Vec<Step>, MigrateError> {
         let pending = self.pending(&history(conn).await?)?;
         if !dry_run {
             for script in &pending {
-                run_script(conn, script, script.version.as_ref(), "SQL").await?;
+                run_script(conn, engine, script, script.version.as_ref(), "SQL").await?;
             }
         }
         Ok(pending
@@ -169,6 +170,7 @@ impl Migrator {
     async fn undo_on(
         &self,
         conn: &mut AnyConnection,
+        engine: Engine,
         dry_run: bool,
     ) -> Result<Vec<Step>, MigrateError> {
         let history = history(conn).await?;
@@ -184,7 +186,7 @@ impl Migrator {
                 version: latest.to_string(),
             })?;
         if !dry_run {
-            run_script(conn, undo, Some(&latest), "UNDO_SQL").await?;
+            run_script(conn, engine, undo, Some(&latest), "UNDO_SQL").await?;
         }
         Ok(vec![Step::Undo {
             script: undo.name.clone(),
@@ -272,10 +274,17 @@ impl Migrator {
 async fn lock(db: &Db) -> Result<PoolConnection<Any>, MigrateError> {
     let mut conn = db.pool.acquire().await?;
     if db.engine == Engine::Postgres {
+        // Waiting for another migrator may take as long as its migration: not bounded by the
+        // statement timeout. The lock is the session's, so it outlives this transaction.
+        let mut tx = conn.begin().await?;
+        sqlx::query("SET LOCAL statement_timeout = 0")
+            .execute(&mut *tx)
+            .await?;
         sqlx::query("SELECT pg_advisory_lock($1)")
             .bind(LOCK_KEY)
-            .execute(&mut *conn)
+            .execute(&mut *tx)
             .await?;
+        tx.commit().await?;
     }
     create_history_table(&mut conn, db.engine).await?;
     Ok(conn)
@@ -370,6 +379,7 @@ async fn history(conn: &mut AnyConnection) -> Result<Vec<Applied>, sqlx::Error> 
 
 async fn run_script(
     conn: &mut AnyConnection,
+    engine: Engine,
     script: &Script,
     version: Option<&Version>,
     kind: &str,
@@ -380,6 +390,12 @@ async fn run_script(
         source,
     };
     let mut tx = conn.begin().await?;
+    if engine == Engine::Postgres {
+        // A migration may rewrite a large table: the service's statement timeout is not for it.
+        sqlx::query("SET LOCAL statement_timeout = 0")
+            .execute(&mut *tx)
+            .await?;
+    }
     // The scripts are our own files, compiled into the binary: no outside input reaches them.
     sqlx::raw_sql(sqlx::AssertSqlSafe(script.sql.as_str()))
         .execute(&mut *tx)

@@ -35,6 +35,9 @@ pub struct BatchSettings {
     pub writers: usize,
     /// Deliveries that may wait for a batch before senders wait too.
     pub queue: usize,
+    /// How long a sender waits for room in the queue before it is answered "busy" (503): a
+    /// database that does not keep up must not hold every request open.
+    pub slot_wait: Duration,
 }
 
 impl BatchSettings {
@@ -49,6 +52,7 @@ impl BatchSettings {
                 Engine::Sqlite => 1,
             },
             queue: 4096,
+            slot_wait: Duration::from_secs(5),
         }
     }
 }
@@ -65,6 +69,9 @@ pub enum BatchError {
     Crashed,
     #[error("storing the batch failed")]
     Database(#[source] Arc<sqlx::Error>),
+    /// The queue stayed full for the whole `slot_wait`.
+    #[error("no room to store the event: the database is not keeping up")]
+    Busy,
 }
 
 /// What a delivery is answered: stored new, a duplicate, or why not.
@@ -97,6 +104,7 @@ impl Delivery {
 #[derive(Clone, Debug)]
 pub struct Batcher {
     sender: mpsc::Sender<Delivery>,
+    slot_wait: Duration,
 }
 
 impl Batcher {
@@ -114,8 +122,9 @@ impl Batcher {
             ..settings
         };
         let (sender, receiver) = mpsc::channel(settings.queue);
+        let slot_wait = settings.slot_wait;
         tokio::spawn(gather(db, settings, receiver));
-        Self { sender }
+        Self { sender, slot_wait }
     }
 
     /// Stores one delivery with others; resolves once its batch has committed.
@@ -126,8 +135,10 @@ impl Batcher {
             payload,
             reply,
         };
-        if self.sender.send(delivery).await.is_err() {
-            return Err(BatchError::Closed);
+        match tokio::time::timeout(self.slot_wait, self.sender.send(delivery)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) => return Err(BatchError::Closed),
+            Err(_) => return Err(BatchError::Busy),
         }
         answer.await.unwrap_or(Err(BatchError::Crashed))
     }
@@ -300,5 +311,64 @@ mod tests {
             }
             db.pool.close().await;
         }
+    }
+
+    #[tokio::test]
+    async fn a_full_queue_answers_busy_after_the_slot_wait_and_loses_nothing_queued() {
+        let test_db = test_support::db::TestDb::sqlite();
+        let db = connect(&test_db.url, true).await;
+        // Another writer holds SQLite's write lock: the batch writer waits on it.
+        let mut blocker = db.pool.acquire().await.unwrap();
+        sqlx::query("BEGIN IMMEDIATE")
+            .execute(&mut *blocker)
+            .await
+            .unwrap();
+        let settings = BatchSettings {
+            max_batch: 1,
+            writers: 1,
+            queue: 1,
+            slot_wait: Duration::from_millis(100),
+            ..BatchSettings::for_engine(db.engine)
+        };
+        let batcher = Batcher::with_settings(db.clone(), settings);
+        let started = tokio::time::Instant::now();
+        let tasks: Vec<_> = (0..10)
+            .map(|i| {
+                let batcher = batcher.clone();
+                tokio::spawn(async move {
+                    let (envelope, payload) = event(&format!("evt_q{i}"));
+                    batcher.store(envelope, payload).await
+                })
+            })
+            .collect();
+        // One batch writing, one gathered, one queued: the rest find no room.
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        let busy: Vec<_> = tasks.iter().filter(|t| t.is_finished()).collect();
+        assert!(
+            busy.len() >= 6,
+            "{} answered while the queue was full",
+            busy.len()
+        );
+        assert!(started.elapsed() < Duration::from_secs(2));
+        sqlx::query("COMMIT").execute(&mut *blocker).await.unwrap();
+        drop(blocker);
+        let (mut stored, mut refused) = (0, 0);
+        for task in tasks {
+            match task.await.unwrap() {
+                Ok(Stored::New) => stored += 1,
+                Err(BatchError::Busy) => refused += 1,
+                other => panic!("{other:?}"),
+            }
+        }
+        assert_eq!(stored + refused, 10);
+        assert!(
+            refused >= 6 && stored >= 1,
+            "{stored} stored, {refused} busy"
+        );
+        let rows: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM stripe_events")
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+        assert_eq!(rows, stored, "every delivery answered stored is stored");
     }
 }

@@ -66,6 +66,67 @@ async fn readiness_follows_the_database_without_a_restart() {
     app.stop().await;
 }
 
+#[tokio::test]
+async fn readiness_stays_ready_while_every_pooled_connection_is_busy() {
+    for db in every_engine().await {
+        let app = spawn_app(&db.url).await;
+        // Every connection of the service's pool taken, as under a burst of load.
+        let size = app.db.pool.options().get_max_connections();
+        let mut held = Vec::new();
+        for _ in 0..size {
+            held.push(app.db.pool.acquire().await.unwrap());
+        }
+        let started = std::time::Instant::now();
+        let ready = app.get("/status/ready").await;
+        assert_eq!(
+            ready.status(),
+            200,
+            "{}: a busy pool is not a dead database",
+            db.engine
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(1),
+            "{:?}",
+            started.elapsed()
+        );
+        drop(held);
+        app.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn a_statement_past_the_timeout_is_cancelled_and_counts_as_unavailable() {
+    let Some(db) =
+        postgres_or_skip("a_statement_past_the_timeout_is_cancelled_and_counts_as_unavailable")
+            .await
+    else {
+        return;
+    };
+    let mut settings = billing_service::configuration::DatabaseSettings::new(&db.url);
+    settings.statement_timeout = Duration::from_millis(300);
+    let pool = billing_service::db::Db::connect(&settings).await.unwrap();
+    let started = std::time::Instant::now();
+    let error = sqlx::query("SELECT pg_sleep(5)")
+        .execute(&pool.pool)
+        .await
+        .unwrap_err();
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(
+        billing_service::db::is_unavailable(&error),
+        "a timed-out statement is the database not answering in time: {error}"
+    );
+    // The migrator's own statements are not bound by it (a migration may take long).
+    billing_service::migrate::Migrator::embedded(pool.engine)
+        .unwrap()
+        .migrate(&pool, false)
+        .await
+        .unwrap();
+}
+
 async fn wait_for_status(app: &crate::helpers::TestApp, status: u16) -> Value {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
     loop {

@@ -2,6 +2,7 @@
 //! through the library. One test binary, so the crate links once.
 
 mod billing;
+mod database_tls;
 mod event_types;
 mod helpers;
 mod layout;

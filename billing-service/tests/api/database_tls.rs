@@ -91,8 +91,6 @@ async fn database_tls_is_used_and_verified_as_configured() {
     // A root that did not sign the server's certificate: refused, whatever the name.
     let public_roots = "/etc/ssl/certs/ca-certificates.crt";
     let wrong_root = connect(&test_db.url, "localhost", "verify-ca", Some(public_roots)).await;
-    let error = wrong_root
-        .err()
-        .expect("a certificate no root vouches for is refused");
+    let error = wrong_root.expect_err("a certificate no root vouches for is refused");
     assert!(!error.to_string().contains(&test_db.url), "{error}");
 }

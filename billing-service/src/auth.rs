@@ -2,7 +2,7 @@
 //! `x-user-id` and `x-user-email` headers. The service trusts them because only the proxy can
 //! reach it; it checks that they are present and well-formed.
 
-use axum::extract::FromRequestParts;
+use axum::extract::{FromRequestParts, OptionalFromRequestParts};
 use axum::http::request::Parts;
 
 use crate::error::ApiError;
@@ -88,6 +88,23 @@ impl<S: Send + Sync> FromRequestParts<S> for AuthUser {
             id: UserId::parse(&header("x-user-id")?)?,
             email: Email::parse(&header("x-user-email")?)?,
         })
+    }
+}
+
+/// A user where one is optional (the redirect back from Checkout): no headers, or headers that
+/// do not name a valid user, mean no user; such routes never answer an error for it.
+impl<S: Send + Sync> OptionalFromRequestParts<S> for AuthUser {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &S,
+    ) -> Result<Option<Self>, Self::Rejection> {
+        Ok(
+            <Self as FromRequestParts<S>>::from_request_parts(parts, state)
+                .await
+                .ok(),
+        )
     }
 }
 

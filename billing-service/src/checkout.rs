@@ -17,7 +17,7 @@ use billing_stripe::{StripeClient, idempotency_key};
 use serde::Serialize;
 use url::Url;
 
-use crate::auth::AuthUser;
+use crate::auth::{AuthUser, UserId};
 use crate::clock::now_ms;
 use crate::db::Db;
 use crate::error::ApiError;
@@ -137,10 +137,15 @@ async fn customer_for(db: &Db, stripe: &StripeClient, user: &AuthUser) -> Result
 /// Where the browser goes after Checkout: always the frontend's confirmation page (never a URL
 /// taken from the request), with what the session says, or `payment_status=unknown` when the
 /// session cannot be read.
+///
+/// A session id is no secret (it sits in the browser's history and the frontend's logs), so
+/// anyone may get the payment status, amount and currency. The Stripe customer and our user id
+/// are added only for the signed-in user the session belongs to (`client_reference_id`).
 pub async fn confirmation_after_success(
     stripe: &StripeClient,
     frontend_url: &Url,
     session_id: Option<&str>,
+    user: Option<&UserId>,
 ) -> Url {
     let Some(id) = session_id.filter(|id| is_session_id(id)) else {
         return confirmation(frontend_url, &[("payment_status", "unknown")]);
@@ -152,22 +157,23 @@ pub async fn confirmation_after_success(
                 .map(|a| a.to_string())
                 .unwrap_or_default();
             let currency = session.currency.map(|c| c.to_string()).unwrap_or_default();
-            let customer = session
-                .customer
-                .as_ref()
-                .map(|c| c.id().to_string())
-                .unwrap_or_default();
-            let reference = session.client_reference_id.unwrap_or_default();
-            confirmation(
-                frontend_url,
-                &[
-                    ("payment_status", session.payment_status.as_str()),
-                    ("amount", &amount),
-                    ("currency", &currency),
-                    ("customer", &customer),
-                    ("reference", &reference),
-                ],
-            )
+            let mut params = vec![
+                ("payment_status", session.payment_status.as_str().to_owned()),
+                ("amount", amount),
+                ("currency", currency),
+            ];
+            let owner = session.client_reference_id.as_deref();
+            if let Some(user) = user.filter(|u| owner == Some(u.as_str())) {
+                let customer = session
+                    .customer
+                    .as_ref()
+                    .map(|c| c.id().to_string())
+                    .unwrap_or_default();
+                params.push(("customer", customer));
+                params.push(("reference", user.as_str().to_owned()));
+            }
+            let params: Vec<(&str, &str)> = params.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            confirmation(frontend_url, &params)
         }
         Err(e) => {
             tracing::warn!(session_id = id, error = %e, "cannot read the Checkout Session after success");

@@ -104,12 +104,14 @@ fn session_id(query: Result<Query<SessionQuery>, QueryRejection>) -> Option<Stri
 
 async fn success(
     State(state): State<AppState>,
+    user: Option<AuthUser>,
     query: Result<Query<SessionQuery>, QueryRejection>,
 ) -> Response {
     let url = confirmation_after_success(
         &state.stripe,
         &state.settings.frontend_url,
         session_id(query).as_deref(),
+        user.as_ref().map(|u| &u.id),
     )
     .await;
     found(&url)

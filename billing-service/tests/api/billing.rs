@@ -87,6 +87,22 @@ impl TestApp {
             .unwrap()
     }
 
+    /// The `Location` of a redirect for a signed-in user.
+    async fn redirect_as(&self, path: &str, user: &str) -> String {
+        let client = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap();
+        let response = client
+            .get(format!("{}{path}", self.address))
+            .header("x-user-id", user)
+            .header("x-user-email", format!("{user}@example.com"))
+            .send()
+            .await
+            .unwrap();
+        response.headers()["location"].to_str().unwrap().to_owned()
+    }
+
     /// The `Location` of a redirect, without following it.
     async fn redirect(&self, path: &str) -> (u16, String) {
         let client = reqwest::Client::builder()
@@ -644,15 +660,31 @@ async fn the_browser_comes_back_to_the_frontend_confirmation_page() {
         .unwrap()
         .to_owned();
 
+    // Anyone with the session id (it is in browser histories and logs) learns only the outcome.
     let (status, location) = app
         .redirect(&format!("/billing/success?session_id={session}"))
         .await;
     assert_eq!(status, 302);
     assert_eq!(
         location,
+        format!("{FRONTEND}/billing/confirmation?payment_status=paid&amount=5499&currency=cad")
+    );
+    // The user the session belongs to also gets their customer and reference; another user not.
+    let owner = app
+        .redirect_as(&format!("/billing/success?session_id={session}"), "u9")
+        .await;
+    assert_eq!(
+        owner,
         format!(
             "{FRONTEND}/billing/confirmation?payment_status=paid&amount=5499&currency=cad&customer={customer}&reference=u9"
         )
+    );
+    let other = app
+        .redirect_as(&format!("/billing/success?session_id={session}"), "u10")
+        .await;
+    assert!(
+        !other.contains("customer=") && !other.contains("reference="),
+        "{other}"
     );
 
     let unknown = app

@@ -43,6 +43,8 @@ pub struct WorkerSettings {
     /// batch of many costs the database far less than many batches of one or two.
     pub batch_window: Duration,
     pub batch_size: u32,
+    /// The longest one handler may take for one event before the attempt counts as failed.
+    pub handler_timeout: Duration,
 }
 
 impl Default for WorkerSettings {
@@ -54,6 +56,7 @@ impl Default for WorkerSettings {
             poll_interval: Duration::from_millis(250),
             batch_window: Duration::from_millis(20),
             batch_size: 256,
+            handler_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -485,6 +488,16 @@ impl Settings {
             raw.parse::<u64>()
                 .map_err(|_| "must be a whole number of milliseconds".to_owned())
         });
+        let handler_timeout_secs = reader.parsed(
+            "WEBHOOK_HANDLER_TIMEOUT_SECS",
+            defaults.handler_timeout.as_secs(),
+            |raw| {
+                raw.parse::<u64>()
+                    .ok()
+                    .filter(|n| *n > 0)
+                    .ok_or_else(|| "must be a whole number of seconds above 0".to_owned())
+            },
+        );
         let pod_name = reader
             .optional("POD_NAME")
             .unwrap_or_else(|| gethostname::gethostname().to_string_lossy().into_owned());
@@ -511,6 +524,7 @@ impl Settings {
             worker: WorkerSettings {
                 max_attempts,
                 retry_base: Duration::from_millis(retry_base_ms),
+                handler_timeout: Duration::from_secs(handler_timeout_secs),
                 ..defaults
             },
         })

@@ -34,6 +34,7 @@ struct Inner {
     received: Family<ResultLabel, Counter>,
     processed: Family<ProcessedLabels, Counter>,
     queue_depth: Gauge<i64, AtomicI64>,
+    worker_up: Gauge<i64, AtomicI64>,
     latency: Histogram,
 }
 
@@ -58,6 +59,12 @@ impl Default for Metrics {
             "Stored events waiting to be processed",
             queue_depth.clone(),
         );
+        let worker_up = Gauge::<i64, AtomicI64>::default();
+        registry.register(
+            "webhook_worker_up",
+            "1 while this process's webhook worker runs, 0 once it has stopped",
+            worker_up.clone(),
+        );
         let latency = Histogram::new(exponential_buckets(0.001, 2.0, 16));
         registry.register(
             "webhook_processing_latency_seconds",
@@ -70,6 +77,7 @@ impl Default for Metrics {
                 received,
                 processed,
                 queue_depth,
+                worker_up,
                 latency,
             }),
         }
@@ -97,11 +105,12 @@ impl Metrics {
         }
     }
 
-    /// The text exposition, with the queue depth as just measured.
-    pub fn encode(&self, queue_depth: Option<i64>) -> String {
+    /// The text exposition, with the queue depth and the worker's state as just measured.
+    pub fn encode(&self, queue_depth: Option<i64>, worker_up: bool) -> String {
         if let Some(depth) = queue_depth {
             self.inner.queue_depth.set(depth);
         }
+        self.inner.worker_up.set(i64::from(worker_up));
         let mut out = String::new();
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.inner.registry);

@@ -30,7 +30,7 @@ use crate::routes;
 use crate::state::AppState;
 use crate::webhook::batch::Batcher;
 use crate::webhook::handlers::Handlers;
-use crate::webhook::worker::Worker;
+use crate::webhook::worker::{Worker, WorkerHealth};
 
 pub struct Application {
     listener: TcpListener,
@@ -89,6 +89,7 @@ impl Application {
                 products,
                 wake_worker,
                 webhook_batcher,
+                worker_health: WorkerHealth::default(),
             },
             worker,
         })
@@ -106,7 +107,9 @@ impl Application {
     /// in-flight requests and the worker's current batch.
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> std::io::Result<()> {
         tracing::info!(port = self.port(), "listening");
-        let worker = tokio::spawn(self.worker.run_until_stopped(shutdown.clone()));
+        // Marked running before the first request can ask.
+        let running = self.state.worker_health.running();
+        let worker = tokio::spawn(self.worker.run_until_stopped(shutdown.clone(), running));
         // Without TCP_NODELAY a response written in two parts waits for the client's delayed
         // ACK (40 ms on Linux) once connections are busy.
         let listener = self.listener.tap_io(|tcp| {

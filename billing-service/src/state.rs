@@ -11,6 +11,7 @@ use crate::db::Db;
 use crate::metrics::Metrics;
 use crate::products::Products;
 use crate::webhook::batch::Batcher;
+use crate::webhook::worker::WorkerHealth;
 
 #[derive(Clone)]
 pub struct AppState {
@@ -23,4 +24,6 @@ pub struct AppState {
     pub wake_worker: Arc<Notify>,
     /// Stores webhook deliveries, many per commit.
     pub webhook_batcher: Batcher,
+    /// Whether this process's worker is still running (liveness reports it).
+    pub worker_health: WorkerHealth,
 }

@@ -20,10 +20,18 @@ pub fn routes() -> Routes {
         .route(Method::GET, "/metrics", metrics)
 }
 
-/// Liveness: the process answers. Deliberately no database access, so that a database outage
-/// does not make Kubernetes restart every pod.
-async fn alive() -> Json<Value> {
-    Json(json!({ "alive": "OK" }))
+/// Liveness: the process answers and its webhook worker runs. Deliberately no database
+/// access, so that a database outage does not make Kubernetes restart every pod; but a stopped
+/// worker does, since the pod would go on acknowledging events nobody processes.
+async fn alive(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
+    if state.worker_health.is_running() {
+        (StatusCode::OK, Json(json!({ "alive": "OK" })))
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({ "alive": "worker stopped" })),
+        )
+    }
 }
 
 /// Readiness: the database answers now. Checked on every call (no cached state), so it flips
@@ -55,6 +63,8 @@ async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
             header::CONTENT_TYPE,
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
         )],
-        state.metrics.encode(depth),
+        state
+            .metrics
+            .encode(depth, state.worker_health.is_running()),
     )
 }

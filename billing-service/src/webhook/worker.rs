@@ -13,10 +13,13 @@
 //! an event (after `batch_window`, so that events arriving together are claimed together), and
 //! polling for those stored by other replicas.
 
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use backon::{BackoffBuilder, ExponentialBuilder};
+use futures_util::FutureExt;
 use sqlx::{AnyConnection, Connection};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -64,6 +67,44 @@ impl Outcome {
             Self::Ignored => "ignored",
             Self::Retry { .. } => "retry",
             Self::Failed { .. } => "failed",
+        }
+    }
+}
+
+/// What a panic said, when it said it with a string (as `panic!` and `expect` do).
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic without a message".to_owned())
+}
+
+/// Whether the worker task is running, for liveness: a service whose worker has stopped keeps
+/// acknowledging events nobody processes, so Kubernetes should restart it.
+#[derive(Clone, Debug, Default)]
+pub struct WorkerHealth(Arc<AtomicBool>);
+
+impl WorkerHealth {
+    pub fn is_running(&self) -> bool {
+        self.0.load(Ordering::Relaxed)
+    }
+
+    /// Marks the worker running until the returned guard is dropped, which happens however the
+    /// worker's task ends (returning or panicking).
+    pub fn running(&self) -> RunningGuard {
+        self.0.store(true, Ordering::Relaxed);
+        RunningGuard(self.clone())
+    }
+}
+
+pub struct RunningGuard(WorkerHealth);
+
+impl Drop for RunningGuard {
+    fn drop(&mut self) {
+        self.0.0.store(false, Ordering::Relaxed);
+        if std::thread::panicking() {
+            tracing::error!("the webhook worker stopped after a panic; liveness now fails");
         }
     }
 }
@@ -217,12 +258,18 @@ impl Worker {
         conn: &mut AnyConnection,
         events: &[(usize, Event)],
     ) -> Result<(), (usize, HandlerError)> {
+        let limit = self.settings.handler_timeout;
         for (offset, (_, event)) in events.iter().enumerate() {
             for handler in self.handlers.for_type(&event.event_type) {
-                handler
-                    .handle(&mut *conn, event)
-                    .await
-                    .map_err(|e| (offset, e))?;
+                // A panic is caught here, so it fails this event's attempt, not the worker.
+                let call = AssertUnwindSafe(handler.handle(&mut *conn, event)).catch_unwind();
+                let failure = match tokio::time::timeout(limit, call).await {
+                    Ok(Ok(Ok(()))) => continue,
+                    Ok(Ok(Err(error))) => error,
+                    Ok(Err(panic)) => HandlerError::Panicked(panic_message(panic.as_ref())),
+                    Err(_) => HandlerError::TimedOut(limit),
+                };
+                return Err((offset, failure));
             }
         }
         Ok(())
@@ -269,8 +316,10 @@ impl Worker {
         }
     }
 
-    /// Runs until `shutdown`; a batch under way is finished first.
-    pub async fn run_until_stopped(self, shutdown: CancellationToken) {
+    /// Runs until `shutdown`; a batch under way is finished first. `running` is dropped when it
+    /// ends, however it ends.
+    pub async fn run_until_stopped(self, shutdown: CancellationToken, running: RunningGuard) {
+        let _running = running;
         tracing::info!("webhook worker started");
         while !shutdown.is_cancelled() {
             let idle = match self.try_execute_batch().await {

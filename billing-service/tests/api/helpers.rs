@@ -6,6 +6,7 @@ use billing_service::configuration::{DatabaseSettings, Settings};
 use billing_service::db::Db;
 use billing_service::startup::Application;
 use billing_service::webhook::handlers::Handlers;
+use billing_service::webhook::worker::WorkerHealth;
 use billing_stripe::fixtures::{self, EventSpec};
 use billing_stripe::signature;
 use sqlx::Row;
@@ -39,6 +40,7 @@ pub struct TestApp {
     pub address: String,
     pub db: Db,
     pub client: reqwest::Client,
+    pub worker_health: WorkerHealth,
     shutdown: CancellationToken,
     server: tokio::task::JoinHandle<std::io::Result<()>>,
 }
@@ -99,12 +101,14 @@ pub async fn spawn_app_with_handlers(settings: Settings, handlers: Handlers) -> 
         .expect("app builds");
     let address = format!("http://127.0.0.1:{}", app.port());
     let db = app.state().db.clone();
+    let worker_health = app.state().worker_health.clone();
     let shutdown = CancellationToken::new();
     let server = tokio::spawn(app.run_until_stopped(shutdown.clone()));
     TestApp {
         address,
         db,
         client: reqwest::Client::new(),
+        worker_health,
         shutdown,
         server,
     }

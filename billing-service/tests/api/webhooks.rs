@@ -10,6 +10,7 @@ use billing_service::db::Db;
 use billing_service::webhook::batch::Batcher;
 use billing_service::webhook::handlers::{Event, EventHandler, HandlerError, Handlers};
 use billing_service::webhook::receive::accept_delivery;
+use billing_service::webhook::worker::WorkerHealth;
 use billing_stripe::fixtures::EventSpec;
 use billing_stripe::signature::header_value;
 use serde_json::{Value, json};
@@ -481,6 +482,108 @@ async fn a_failing_handler_is_retried_until_it_succeeds() {
         assert_eq!(count(&app.db, "SELECT COUNT(*) FROM charges").await, 1);
         app.stop().await;
     }
+}
+
+/// Panics on every call, or sleeps far past any timeout.
+struct Misbehaving {
+    panics: bool,
+}
+
+#[async_trait::async_trait]
+impl EventHandler for Misbehaving {
+    async fn handle(&self, _: &mut AnyConnection, event: &Event) -> Result<(), HandlerError> {
+        if self.panics {
+            panic!("boom in the handler for {}", event.id);
+        }
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn a_panicking_or_hanging_handler_fails_its_event_and_the_worker_goes_on() {
+    for db in every_engine().await {
+        let mut settings = test_settings(&db.url);
+        settings.worker.retry_base = Duration::from_millis(20);
+        settings.worker.poll_interval = Duration::from_millis(20);
+        settings.worker.max_attempts = 2;
+        settings.worker.handler_timeout = Duration::from_millis(200);
+        let handlers = Handlers::builtin()
+            .on("charge.succeeded", Misbehaving { panics: true })
+            .on("charge.failed", Misbehaving { panics: false });
+        let app = spawn_app_with_handlers(settings, handlers).await;
+        let t = unix_now();
+        for (event_type, id) in [
+            ("charge.succeeded", "evt_panics"),
+            ("charge.failed", "evt_hangs"),
+            ("customer.created", "evt_fine"),
+        ] {
+            let body = event_json(&spec(event_type, id, t));
+            assert_eq!(app.deliver(&body).await.status(), 200);
+        }
+        let wait = |id: &'static str| {
+            crate::helpers::wait_for_event(&app.db, id, |s| s.status != "pending")
+        };
+        let panicked = wait("evt_panics").await;
+        assert_eq!(
+            (panicked.status.as_str(), panicked.attempts),
+            ("failed", 2),
+            "{}",
+            db.engine
+        );
+        let error = panicked.last_error.unwrap_or_default();
+        assert!(
+            error.contains("the handler panicked: boom in the handler for evt_panics"),
+            "{error}"
+        );
+        let hung = wait("evt_hangs").await;
+        assert_eq!(
+            (hung.status.as_str(), hung.attempts),
+            ("failed", 2),
+            "{}",
+            db.engine
+        );
+        let error = hung.last_error.unwrap_or_default();
+        assert!(error.contains("did not finish within 200ms"), "{error}");
+        assert_eq!(wait("evt_fine").await.status, "processed");
+        // The built-in charge handler's writes were rolled back with each failed attempt.
+        assert_eq!(count(&app.db, "SELECT COUNT(*) FROM charges").await, 0);
+        let alive = app.get("/status/alive").await;
+        assert_eq!(alive.status(), 200, "the worker is still running");
+        app.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn a_stopped_worker_fails_liveness_and_says_so_in_the_metrics() {
+    let db = test_support::db::TestDb::sqlite();
+    let app = spawn_app(&db.url).await;
+    let metrics = app.get("/metrics").await.text().await.unwrap();
+    assert!(metrics.contains("billing_webhook_worker_up 1"), "{metrics}");
+    // What the worker's task does however it ends (returns or panics): drop its guard.
+    drop(app.worker_health.running());
+    let alive = app.get("/status/alive").await;
+    assert_eq!(alive.status(), 503);
+    assert_eq!(
+        alive.json::<Value>().await.unwrap(),
+        json!({"alive": "worker stopped"})
+    );
+    let metrics = app.get("/metrics").await.text().await.unwrap();
+    assert!(metrics.contains("billing_webhook_worker_up 0"), "{metrics}");
+    app.stop().await;
+}
+
+#[test]
+fn the_worker_guard_marks_it_stopped_when_its_task_panics() {
+    let health = WorkerHealth::default();
+    let guard = health.running();
+    assert!(health.is_running());
+    let task = std::thread::spawn(move || {
+        let _guard = guard;
+        panic!("a bug in the worker");
+    });
+    assert!(task.join().is_err());
+    assert!(!health.is_running());
 }
 
 #[tokio::test]

@@ -27,6 +27,8 @@
 //! ```
 //! Added handlers run after the built-in one for the same type, in the same transaction. Keep
 //! slow calls (HTTP, SMTP) out of them: write an outbox row instead, so the row lock is short.
+//! A handler that panics, or runs past `WEBHOOK_HANDLER_TIMEOUT_SECS`, fails that event's
+//! attempt like an error would; the worker and the other events go on.
 
 mod charges;
 mod checkout_session;
@@ -77,6 +79,13 @@ pub enum HandlerError {
     /// A custom handler's failure; retried with backoff.
     #[error(transparent)]
     Other(#[from] anyhow::Error),
+    /// The handler panicked. Counted as a failed attempt of that event alone (retried, then
+    /// parked), so a bug in one handler never stops the others; replay the event after the fix.
+    #[error("the handler panicked: {0}")]
+    Panicked(String),
+    /// The handler ran past `WEBHOOK_HANDLER_TIMEOUT_SECS`; retried with backoff.
+    #[error("the handler did not finish within {0:?}")]
+    TimedOut(std::time::Duration),
 }
 
 #[async_trait::async_trait]

@@ -30,6 +30,8 @@ pub enum ApiError {
     Conflict { code: &'static str, message: String },
     #[error("the request body is larger than {limit} bytes")]
     PayloadTooLarge { limit: usize },
+    #[error("the body must be JSON (Content-Type: application/json)")]
+    UnsupportedMediaType,
     /// Stripe failed or could not be reached; the message is ours, Stripe's details are logged.
     #[error("Stripe could not be reached; try again shortly")]
     Stripe(#[source] Arc<billing_stripe::StripeError>),
@@ -59,6 +61,9 @@ impl ApiError {
             Self::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
             Self::Conflict { code, .. } => (StatusCode::CONFLICT, code),
             Self::PayloadTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
+            Self::UnsupportedMediaType => {
+                (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type")
+            }
             Self::Stripe(_) => (StatusCode::BAD_GATEWAY, "stripe_unavailable"),
             Self::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "database_unavailable"),
             Self::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),

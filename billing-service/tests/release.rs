@@ -144,6 +144,7 @@ async fn the_release_binary_serves_a_whole_subscription() {
     assert_eq!(subscription["price_id"], catalog.monthly.as_str());
 
     let portal = user(http.post(format!("{base}/billing/portal")))
+        .json(&json!({}))
         .send()
         .await
         .unwrap();

@@ -7,7 +7,7 @@ use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, QueryRejection};
 use axum::extract::{DefaultBodyLimit, Query, State};
 use axum::handler::Handler;
-use axum::http::{Method, StatusCode, header};
+use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -30,12 +30,16 @@ pub fn routes() -> Routes {
         .route(
             Method::POST,
             "/billing/checkout",
-            checkout.layer(DefaultBodyLimit::max(MAX_CHECKOUT_BODY)),
+            checkout.layer(DefaultBodyLimit::max(MAX_JSON_BODY)),
         )
         .route(Method::GET, "/billing/success", success)
         .route(Method::GET, "/billing/cancel", cancel)
         .route(Method::GET, "/billing/subscription", subscription)
-        .route(Method::POST, "/billing/portal", portal)
+        .route(
+            Method::POST,
+            "/billing/portal",
+            portal.layer(DefaultBodyLimit::max(MAX_JSON_BODY)),
+        )
 }
 
 async fn products(State(state): State<AppState>) -> Result<Json<Vec<ProductPrice>>, ApiError> {
@@ -44,51 +48,55 @@ async fn products(State(state): State<AppState>) -> Result<Json<Vec<ProductPrice
 }
 
 /// `{"price_id": "..."}` is tiny; anything near this is not from our frontend.
-const MAX_CHECKOUT_BODY: usize = 16 * 1024;
-
-#[derive(Deserialize)]
-struct PriceQuery {
-    price_id: Option<String>,
-}
+const MAX_JSON_BODY: usize = 16 * 1024;
 
 #[derive(Deserialize)]
 struct CheckoutBody {
     price_id: String,
 }
 
-/// `{"price_id": ...}` in the body, or `?price_id=` when the body is empty.
-async fn checkout(
-    State(state): State<AppState>,
-    user: AuthUser,
-    query: Result<Query<PriceQuery>, QueryRejection>,
+/// The body of a state-changing call, as JSON. Requiring `Content-Type: application/json` keeps
+/// other sites from posting as the user: an HTML form can only send form encodings or
+/// `text/plain`, and a cross-site `fetch` with JSON needs a CORS preflight, which only
+/// `FRONTEND_URL` passes.
+fn json_body<T: serde::de::DeserializeOwned>(
+    headers: &HeaderMap,
     body: Result<Bytes, BytesRejection>,
-) -> Result<Json<CheckoutStarted>, ApiError> {
-    let Query(query) = query.map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))?;
+    shape: &str,
+) -> Result<T, ApiError> {
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    let essence = content_type.split(';').next().unwrap_or_default().trim();
+    if !essence.eq_ignore_ascii_case("application/json") {
+        return Err(ApiError::UnsupportedMediaType);
+    }
     let body = body.map_err(|e| match e.status() {
         StatusCode::PAYLOAD_TOO_LARGE => ApiError::PayloadTooLarge {
-            limit: MAX_CHECKOUT_BODY,
+            limit: MAX_JSON_BODY,
         },
         _ => ApiError::bad_request("invalid_body", e.body_text()),
     })?;
-    let price = if body.iter().all(u8::is_ascii_whitespace) {
-        query.price_id.unwrap_or_default()
-    } else {
-        serde_json::from_slice::<CheckoutBody>(&body)
-            .map_err(|e| {
-                ApiError::bad_request(
-                    "invalid_json",
-                    format!("the body is not {{\"price_id\": \"...\"}}: {e}"),
-                )
-            })?
-            .price_id
-    };
+    serde_json::from_slice(&body)
+        .map_err(|e| ApiError::bad_request("invalid_json", format!("the body is not {shape}: {e}")))
+}
+
+/// `{"price_id": ...}`: a `price_...` id or a lookup key.
+async fn checkout(
+    State(state): State<AppState>,
+    user: AuthUser,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<CheckoutStarted>, ApiError> {
+    let body: CheckoutBody = json_body(&headers, body, "{\"price_id\": \"...\"}")?;
     let ctx = CheckoutContext {
         db: &state.db,
         stripe: &state.stripe,
         products: &state.products,
         backend_url: &state.settings.backend_url,
     };
-    Ok(Json(start_checkout(&ctx, &user, &price).await?))
+    Ok(Json(start_checkout(&ctx, &user, &body.price_id).await?))
 }
 
 #[derive(Deserialize)]
@@ -142,7 +150,14 @@ async fn subscription(
         .ok_or_else(|| ApiError::NotFound("no subscription".into()))
 }
 
-async fn portal(State(state): State<AppState>, user: AuthUser) -> Result<Json<Value>, ApiError> {
+/// The body is a JSON object, `{}` today (see [`json_body`] for why it is required).
+async fn portal(
+    State(state): State<AppState>,
+    user: AuthUser,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<Value>, ApiError> {
+    json_body::<serde_json::Map<String, Value>>(&headers, body, "a JSON object")?;
     let url = open_portal(
         &state.db,
         &state.stripe,

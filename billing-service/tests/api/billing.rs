@@ -77,14 +77,18 @@ impl TestApp {
             .unwrap()
     }
 
+    /// A request as the user, with a JSON body `{}` on a POST (as the frontend sends it).
     async fn as_user(&self, method: reqwest::Method, path: &str, user: &str) -> reqwest::Response {
-        self.client
+        let post = method == reqwest::Method::POST;
+        let mut request = self
+            .client
             .request(method, format!("{}{path}", self.address))
             .header("x-user-id", user)
-            .header("x-user-email", format!("{user}@example.com"))
-            .send()
-            .await
-            .unwrap()
+            .header("x-user-email", format!("{user}@example.com"));
+        if post {
+            request = request.json(&json!({}));
+        }
+        request.send().await.unwrap()
     }
 
     /// The `Location` of a redirect for a signed-in user.
@@ -377,18 +381,59 @@ async fn a_returning_user_keeps_one_customer_and_a_double_click_opens_one_sessio
 }
 
 #[tokio::test]
-async fn checkout_takes_the_price_from_the_query_string_too() {
+async fn only_a_json_body_is_taken_so_no_cross_site_form_can_post() {
     let db = TestDb::sqlite();
     let stripe = StripeDouble::start().await;
     seed(&stripe);
     let app = app_with_stripe(&db, &stripe).await;
-    let response = app
-        .as_user(
-            reqwest::Method::POST,
-            "/billing/checkout?price_id=billing_daily",
-            "u4",
-        )
-        .await;
+    let post = |path: &str, content_type: &'static str, body: &'static str| {
+        app.client
+            .post(format!("{}{path}", app.address))
+            .header("x-user-id", "u4")
+            .header("x-user-email", "u4@example.com")
+            .header("content-type", content_type)
+            .body(body)
+            .send()
+    };
+    // What an HTML form on another site can send, the JSON-looking text/plain trick included.
+    for (content_type, body) in [
+        (
+            "application/x-www-form-urlencoded",
+            "price_id=billing_daily",
+        ),
+        ("text/plain", r#"{"price_id": "billing_daily", "x": "="}"#),
+        ("multipart/form-data; boundary=x", "--x--"),
+    ] {
+        for path in ["/billing/checkout", "/billing/portal"] {
+            let response = post(path, content_type, body).await.unwrap();
+            assert_eq!(
+                error_code(response).await,
+                (415, "unsupported_media_type".to_owned()),
+                "{path} {content_type}"
+            );
+        }
+    }
+    // The query string no longer names a price.
+    let response = post(
+        "/billing/checkout?price_id=billing_daily",
+        "application/json",
+        "",
+    )
+    .await
+    .unwrap();
+    assert_eq!(error_code(response).await, (400, "invalid_json".to_owned()));
+    let response = post("/billing/portal", "application/json", "[]")
+        .await
+        .unwrap();
+    assert_eq!(error_code(response).await, (400, "invalid_json".to_owned()));
+    assert!(stripe.posts().is_empty(), "nothing reached Stripe");
+    let response = post(
+        "/billing/checkout",
+        "application/json; charset=utf-8",
+        r#"{"price_id": "billing_daily"}"#,
+    )
+    .await
+    .unwrap();
     assert_eq!(response.status(), 200);
     stripe.assert_no_violations();
     app.stop().await;
@@ -460,14 +505,6 @@ async fn bad_checkouts_are_refused_before_anything_is_written() {
         }
         let missing = app.checkout("u", json!({})).await;
         assert_eq!(error_code(missing).await, (400, "invalid_json".into()));
-        let twice = app
-            .as_user(
-                reqwest::Method::POST,
-                "/billing/checkout?price_id=a&price_id=b",
-                "u",
-            )
-            .await;
-        assert_eq!(error_code(twice).await, (400, "invalid_query".into()));
         let huge = app
             .checkout("u", json!({"price_id": "x".repeat(20 * 1024)}))
             .await;

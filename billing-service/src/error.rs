@@ -90,15 +90,29 @@ impl From<billing_stripe::StripeError> for ApiError {
 }
 
 impl From<Arc<billing_stripe::StripeError>> for ApiError {
-    /// Stripe refusing a request is the caller's problem, and Stripe's message says what; Stripe
-    /// failing is ours, and its details stay in the log (written once, with the response). Shared
-    /// (`Arc`) because one Stripe read can answer several requests.
+    /// Stripe refusing a request is a 400; its message reaches the client only when Stripe wrote
+    /// it for the user (a card error), and is logged otherwise. Stripe failing is a 502, its
+    /// details logged with the response. Shared (`Arc`) because one Stripe read can answer
+    /// several requests.
     fn from(e: Arc<billing_stripe::StripeError>) -> Self {
         match &*e {
-            billing_stripe::StripeError::Rejected { message, .. } => Self::BadRequest {
-                code: "stripe_rejected",
-                message: message.clone(),
-            },
+            // Written by Stripe for the person paying ("Your card was declined.").
+            billing_stripe::StripeError::Rejected { kind, message, .. } if kind == "card_error" => {
+                Self::BadRequest {
+                    code: "stripe_rejected",
+                    message: message.clone(),
+                }
+            }
+            // About our request or our account (ids, parameters, settings): for the operator's
+            // log, not for the user.
+            billing_stripe::StripeError::Rejected { .. } => {
+                tracing::warn!(error = %e, "Stripe refused a request");
+                Self::BadRequest {
+                    code: "stripe_rejected",
+                    message: "Stripe refused the request; the details are in the service's log"
+                        .to_owned(),
+                }
+            }
             _ => Self::Stripe(e),
         }
     }

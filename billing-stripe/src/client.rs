@@ -110,7 +110,8 @@ impl StripeConfig {
 #[derive(Debug, thiserror::Error)]
 pub enum StripeError {
     /// Stripe refused the request (4xx other than 409/429): the request was wrong, retrying the
-    /// same one will not help. `message` is Stripe's, and safe to show to whoever sent it.
+    /// same one will not help. `message` is Stripe's: written for the paying user when `kind` is
+    /// `card_error`, otherwise about the request or the account (ids, parameters), for operators.
     #[error("Stripe refused the request ({status}): {message}")]
     Rejected {
         status: u16,

@@ -577,6 +577,19 @@ async fn a_subscriber_is_sent_to_the_portal_instead_of_a_second_subscription() {
             .await;
         assert_eq!(error_code(second).await, (409, "already_subscribed".into()));
 
+        // Stripe refusing (here: the account's portal not set up) is not the user's to read.
+        stripe.fail_next("POST", "/v1/billing_portal/sessions", 400, 1);
+        let refused = app
+            .as_user(reqwest::Method::POST, "/billing/portal", "u5")
+            .await;
+        assert_eq!(refused.status(), 400);
+        let body: Value = refused.json().await.unwrap();
+        assert_eq!(body["error"]["code"], "stripe_rejected");
+        let message = body["error"]["message"].as_str().unwrap();
+        assert!(
+            !message.contains("Injected fault"),
+            "Stripe's words leaked: {message}"
+        );
         let portal = app
             .as_user(reqwest::Method::POST, "/billing/portal", "u5")
             .await;

@@ -179,21 +179,48 @@ pub async fn claim(
     let due = "SELECT id FROM stripe_events
                WHERE status = 'pending' AND next_attempt_at_ms <= $1
                ORDER BY created, id LIMIT $2";
-    let columns = "id, type, created, payload, attempts + 1 AS attempts, received_at_ms";
-    let sql = match engine {
-        Engine::Postgres => format!(
-            "SELECT {columns} FROM stripe_events WHERE id IN ({due} FOR UPDATE SKIP LOCKED)"
-        ),
-        Engine::Sqlite => format!(
-            "UPDATE stripe_events SET attempts = attempts WHERE id IN ({due}) RETURNING {columns}"
-        ),
-    };
+    let sql = claim_sql(engine, due);
     // Only fixed text is spliced in.
     let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
         .bind(now_ms())
         .bind(i64::from(limit))
         .fetch_all(&mut *conn)
         .await?;
+    claimed_rows(&rows)
+}
+
+/// Claims one pending event by id, due or not (the worker re-runs the events of a failed batch
+/// one by one); none when it is no longer pending or another worker holds it.
+pub async fn claim_one(
+    conn: &mut AnyConnection,
+    engine: Engine,
+    id: &str,
+) -> Result<Option<Claimed>, sqlx::Error> {
+    let sql = claim_sql(
+        engine,
+        "SELECT id FROM stripe_events WHERE id = $1 AND status = 'pending'",
+    );
+    let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(id)
+        .fetch_all(&mut *conn)
+        .await?;
+    Ok(claimed_rows(&rows)?.pop())
+}
+
+/// The claim around `due`, a query of the ids to claim.
+fn claim_sql(engine: Engine, due: &str) -> String {
+    let columns = "id, type, created, payload, attempts + 1 AS attempts, received_at_ms";
+    match engine {
+        Engine::Postgres => format!(
+            "SELECT {columns} FROM stripe_events WHERE id IN ({due} FOR UPDATE SKIP LOCKED)"
+        ),
+        Engine::Sqlite => format!(
+            "UPDATE stripe_events SET attempts = attempts WHERE id IN ({due}) RETURNING {columns}"
+        ),
+    }
+}
+
+fn claimed_rows(rows: &[sqlx::any::AnyRow]) -> Result<Vec<Claimed>, sqlx::Error> {
     let mut claimed = rows
         .iter()
         .map(|row| {

@@ -71,6 +71,27 @@ impl Outcome {
     }
 }
 
+/// Writes a failed attempt's outcome (due again later, or parked) and logs it, once.
+async fn record_failed_attempt(
+    conn: &mut AnyConnection,
+    event: &Claimed,
+    outcome: &Outcome,
+) -> Result<(), sqlx::Error> {
+    let attempts = event.attempt;
+    match outcome {
+        Outcome::Retry { error, delay } => {
+            tracing::warn!(event_id = %event.id, attempts, ?delay, %error, "event failed, will retry");
+            let at = now_ms().saturating_add(delay.as_millis().try_into().unwrap_or(i64::MAX));
+            events::record_failure(conn, &event.id, error, AfterFailure::RetryAt(at)).await
+        }
+        Outcome::Failed { error } => {
+            tracing::error!(event_id = %event.id, attempts, %error, "event parked as failed");
+            events::record_failure(conn, &event.id, error, AfterFailure::Park).await
+        }
+        Outcome::Processed | Outcome::Ignored => Ok(()),
+    }
+}
+
 /// What a panic said, when it said it with a string (as `panic!` and `expect` do).
 fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
     payload
@@ -112,6 +133,17 @@ impl Drop for RunningGuard {
 /// Longest error text kept on a row.
 const MAX_ERROR_LEN: usize = 2000;
 
+/// `text` cut to [`MAX_ERROR_LEN`] at a character boundary (it can quote the event, in any
+/// script).
+fn truncate(mut text: String) -> String {
+    let mut end = text.len().min(MAX_ERROR_LEN);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text.truncate(end);
+    text
+}
+
 impl Worker {
     pub fn new(
         db: Db,
@@ -130,7 +162,28 @@ impl Worker {
     }
 
     /// Processes one batch; returns how many events it claimed (0: nothing was due).
+    ///
+    /// When the batch fails other than by an outage (a handler that broke the transaction, an
+    /// outcome that cannot be written), its events are run again one at a time, and one that
+    /// fails alone too has the attempt counted in a transaction of its own: so every failing
+    /// attempt counts, the event is parked after `max_attempts`, and the queue never loops on it.
     pub async fn try_execute_batch(&self) -> Result<usize, WorkerError> {
+        let mut tx = self.begin().await?;
+        let claimed = events::claim(&mut tx, self.db.engine, self.settings.batch_size).await?;
+        match self.finish(tx, &claimed).await {
+            Ok(()) => Ok(claimed.len()),
+            Err(WorkerError::Database(e)) if db::is_unavailable(&e) => Err(e.into()),
+            Err(error) => {
+                tracing::error!(error = %chain(&error), events = claimed.len(), "a webhook batch failed; running its events one by one");
+                for event in &claimed {
+                    self.execute_one(event, &error).await?;
+                }
+                Ok(claimed.len())
+            }
+        }
+    }
+
+    async fn begin(&self) -> Result<sqlx::Transaction<'static, sqlx::Any>, sqlx::Error> {
         let mut tx = self.db.pool.begin().await?;
         if self.db.engine == Engine::Postgres {
             // Losing this commit in a database crash only leaves the batch `pending`, to be
@@ -140,38 +193,70 @@ impl Worker {
                 .execute(&mut *tx)
                 .await?;
         }
-        let claimed = events::claim(&mut tx, self.db.engine, self.settings.batch_size).await?;
-        let outcomes = self.process(&mut tx, &claimed).await?;
+        Ok(tx)
+    }
+
+    /// One event of a failed batch in a transaction of its own; if that fails too, the attempt
+    /// is counted anyway, with the error.
+    async fn execute_one(
+        &self,
+        event: &Claimed,
+        batch_error: &WorkerError,
+    ) -> Result<(), WorkerError> {
+        let mut tx = self.begin().await?;
+        let Some(claimed) = events::claim_one(&mut tx, self.db.engine, &event.id).await? else {
+            return Ok(()); // done meanwhile, or another worker has it
+        };
+        let error = match self.finish(tx, std::slice::from_ref(&claimed)).await {
+            Ok(()) => return Ok(()),
+            Err(WorkerError::Database(e)) if db::is_unavailable(&e) => return Err(e.into()),
+            Err(error) => error,
+        };
+        let text = format!(
+            "the attempt could not be completed: {} (its batch failed with: {})",
+            chain(&error),
+            chain(batch_error)
+        );
+        let outcome = self.failure_outcome(truncate(text), claimed.attempt, false);
+        let mut tx = self.db.pool.begin().await?;
+        record_failed_attempt(&mut tx, &claimed, &outcome).await?;
+        tx.commit().await?;
+        self.metrics
+            .processed(&claimed.event_type, outcome.label(), None);
+        Ok(())
+    }
+
+    /// Runs the claimed events' handlers, records each outcome and commits.
+    async fn finish(
+        &self,
+        mut tx: sqlx::Transaction<'static, sqlx::Any>,
+        claimed: &[Claimed],
+    ) -> Result<(), WorkerError> {
+        let outcomes = self.process(&mut tx, claimed).await?;
         // Finished events are marked together: a backlog drains faster with one statement per
         // batch than with one round trip per event.
         let mut processed = Vec::with_capacity(claimed.len());
         let mut ignored = Vec::new();
         for (event, outcome) in claimed.iter().zip(&outcomes) {
-            let attempts = event.attempt;
             match outcome {
                 Outcome::Processed => processed.push(event.id.as_str()),
                 Outcome::Ignored => ignored.push(event.id.as_str()),
-                Outcome::Retry { error, delay } => {
-                    tracing::warn!(event_id = %event.id, attempts, ?delay, %error, "event failed, will retry");
-                    let at =
-                        now_ms().saturating_add(delay.as_millis().try_into().unwrap_or(i64::MAX));
-                    events::record_failure(&mut tx, &event.id, error, AfterFailure::RetryAt(at))
-                        .await?;
-                }
-                Outcome::Failed { error } => {
-                    tracing::error!(event_id = %event.id, attempts, %error, "event parked as failed");
-                    events::record_failure(&mut tx, &event.id, error, AfterFailure::Park).await?;
+                Outcome::Retry { .. } | Outcome::Failed { .. } => {
+                    record_failed_attempt(&mut tx, event, outcome).await?;
                 }
             }
+        }
+        events::mark_done(&mut tx, EventStatus::Processed, &processed).await?;
+        events::mark_done(&mut tx, EventStatus::Ignored, &ignored).await?;
+        tx.commit().await?;
+        // Counted once committed: a rolled-back batch is run again and counted then.
+        for (event, outcome) in claimed.iter().zip(&outcomes) {
             let done = matches!(outcome, Outcome::Processed | Outcome::Ignored);
             let latency = done.then(|| (now_ms() - event.received_at_ms).max(0) as f64 / 1000.0);
             self.metrics
                 .processed(&event.event_type, outcome.label(), latency);
         }
-        events::mark_done(&mut tx, EventStatus::Processed, &processed).await?;
-        events::mark_done(&mut tx, EventStatus::Ignored, &ignored).await?;
-        tx.commit().await?;
-        Ok(claimed.len())
+        Ok(())
     }
 
     /// Runs the handlers of a batch and returns each event's outcome, in the batch's order.
@@ -277,19 +362,16 @@ impl Worker {
 
     /// What a failed attempt leads to: a retry with backoff, or `failed` for good.
     fn failure(&self, error: &HandlerError, attempts: u32) -> Outcome {
-        let mut text = chain(error);
-        // At a character boundary: the text can quote the event, in any script.
-        let mut end = text.len().min(MAX_ERROR_LEN);
-        while !text.is_char_boundary(end) {
-            end -= 1;
-        }
-        text.truncate(end);
         let permanent = matches!(error, HandlerError::Invalid(_));
+        self.failure_outcome(truncate(chain(error)), attempts, permanent)
+    }
+
+    fn failure_outcome(&self, error: String, attempts: u32, permanent: bool) -> Outcome {
         if permanent || attempts >= self.settings.max_attempts {
-            return Outcome::Failed { error: text };
+            return Outcome::Failed { error };
         }
         Outcome::Retry {
-            error: text,
+            error,
             delay: self.retry_delay(attempts),
         }
     }

@@ -554,6 +554,59 @@ async fn a_panicking_or_hanging_handler_fails_its_event_and_the_worker_goes_on()
     }
 }
 
+/// Ends the worker's transaction under it, so that nothing after it in the batch can be
+/// recorded: the kind of bug that used to make the worker retry the same batch for ever.
+struct BreaksTheTransaction;
+
+#[async_trait::async_trait]
+impl EventHandler for BreaksTheTransaction {
+    async fn handle(&self, conn: &mut AnyConnection, _: &Event) -> Result<(), HandlerError> {
+        sqlx::query("ROLLBACK").execute(&mut *conn).await?;
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn an_attempt_that_cannot_be_recorded_still_counts_and_the_rest_go_on() {
+    for db in every_engine().await {
+        let mut settings = test_settings(&db.url);
+        settings.worker.retry_base = Duration::from_millis(20);
+        settings.worker.poll_interval = Duration::from_millis(20);
+        settings.worker.max_attempts = 3;
+        let handlers = Handlers::builtin().on("charge.refunded", BreaksTheTransaction);
+        let app = spawn_app_with_handlers(settings, handlers).await;
+        let t = unix_now();
+        for (event_type, id) in [
+            ("customer.created", "evt_before"),
+            ("charge.refunded", "evt_breaks"),
+            ("customer.updated", "evt_after"),
+        ] {
+            let body = event_json(&spec(event_type, id, t));
+            assert_eq!(app.deliver(&body).await.status(), 200);
+        }
+        let wait = |id: &'static str| {
+            crate::helpers::wait_for_event(&app.db, id, |s| s.status != "pending")
+        };
+        let broken = wait("evt_breaks").await;
+        assert_eq!(
+            (broken.status.as_str(), broken.attempts),
+            ("failed", 3),
+            "{}: counted and parked, not retried for ever",
+            db.engine
+        );
+        let error = broken.last_error.unwrap_or_default();
+        assert!(
+            error.contains("the attempt could not be completed"),
+            "{error}"
+        );
+        for id in ["evt_before", "evt_after"] {
+            let state = wait(id).await;
+            assert_eq!(state.status, "processed", "{} {id}", db.engine);
+        }
+        app.stop().await;
+    }
+}
+
 #[tokio::test]
 async fn a_stopped_worker_fails_liveness_and_says_so_in_the_metrics() {
     let db = test_support::db::TestDb::sqlite();

@@ -278,6 +278,23 @@ def test_configuration_values_suit_the_service(manifests, env):
     assert int(data["SERVER_PORT"]) == ports["http"], "SERVER_PORT and the `http` containerPort differ"
 
 
+def test_database_tls_is_verified_in_production_with_the_ca_mounted_everywhere(manifests, env):
+    data = manifests.one("ConfigMap")["data"]
+    if env == "production":
+        assert data.get("DATABASE_SSLMODE") == "verify-full", "production must verify the database"
+    root = data.get("DATABASE_SSL_ROOT_CERT")
+    if root is None:
+        return
+    folder = root.rsplit("/", 1)[0]
+    for name, template in manifests.workloads():
+        (container,) = containers(template)
+        mounts = {m["mountPath"]: m["name"] for m in container.get("volumeMounts", [])}
+        assert folder in mounts, f"{name} does not mount {folder}, where DATABASE_SSL_ROOT_CERT is"
+        volumes = {v["name"]: v for v in template["spec"].get("volumes", [])}
+        volume = volumes[mounts[folder]]
+        assert volume.get("configMap", {}).get("name") == "rds-ca-bundle", f"{name}: {volume}"
+
+
 def test_external_secret(manifests, env):
     external_secret = manifests.one("ExternalSecret")
     assert external_secret["apiVersion"] == "external-secrets.io/v1"  # v1beta1: not served since ESO 0.17

@@ -207,12 +207,37 @@ def test_every_workload_runs_the_same_image(manifests):
     assert not image.endswith(":latest") and image.split("/")[-1] != PROJECT, f"unpinned image {image}"
 
 
-def test_every_workload_reads_the_same_configmap_and_secret(manifests):
+def test_every_workload_reads_the_same_configmap(manifests):
     sources = {}
     for name, template in manifests.workloads():
         for container in containers(template):
-            sources[f"{name}/{container['name']}"] = json.dumps(container.get("envFrom"), sort_keys=True)
-    assert len(set(sources.values())) == 1, f"envFrom differs between workloads: {sources}"
+            refs = [s["configMapRef"] for s in container.get("envFrom", []) if "configMapRef" in s]
+            sources[f"{name}/{container['name']}"] = json.dumps(refs, sort_keys=True)
+    assert len(set(sources.values())) == 1, f"the ConfigMaps differ between workloads: {sources}"
+
+
+def secrets_reaching(manifests: Manifests, container: dict) -> set[str]:
+    """The Secret keys a container gets, whole Secrets (envFrom) or single keys (env)."""
+    keys = set()
+    for source in container.get("envFrom", []):
+        if "secretRef" in source:
+            keys |= manifests.secret_keys(source["secretRef"]["name"])
+    for item in container.get("env", []):
+        ref = item.get("valueFrom", {}).get("secretKeyRef")
+        if ref:
+            keys.add(ref["key"])
+    return keys
+
+
+def test_only_the_server_gets_the_stripe_secrets(manifests):
+    """The migration Job and the maintenance CronJob only talk to the database."""
+    for name, template in manifests.workloads():
+        for container in containers(template):
+            keys = secrets_reaching(manifests, container)
+            if name.startswith("Deployment/"):
+                assert {"STRIPE_API_SECRET_KEY", "STRIPE_WEBHOOK_SECRET"} <= keys, name
+            else:
+                assert keys == {"DATABASE_USERNAME", "DATABASE_PASSWORD"}, f"{name}: {sorted(keys)}"
 
 
 def test_migration_job(manifests):
@@ -244,8 +269,12 @@ def test_cronjob_is_suspended_and_runs_a_service_command(manifests):
 def test_required_variables_are_provided_to_every_workload(manifests):
     required = required_variables()
     for name, template in manifests.workloads():
+        # `migrate` and `events` read the database settings only.
+        needed = required if name.startswith("Deployment/") else {
+            v for v in required if v.startswith("DATABASE_")
+        }
         for container in containers(template):
-            missing = required - provided_env(manifests, container)
+            missing = needed - provided_env(manifests, container)
             assert not missing, f"{name}: {sorted(missing)} provided by neither the ConfigMap nor the Secret"
 
 

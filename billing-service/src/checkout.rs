@@ -157,23 +157,22 @@ pub async fn confirmation_after_success(
                 .map(|a| a.to_string())
                 .unwrap_or_default();
             let currency = session.currency.map(|c| c.to_string()).unwrap_or_default();
-            let mut params = vec![
-                ("payment_status", session.payment_status.as_str().to_owned()),
-                ("amount", amount),
-                ("currency", currency),
-            ];
+            let mut url = confirmation(
+                frontend_url,
+                &[
+                    ("payment_status", session.payment_status.as_str()),
+                    ("amount", &amount),
+                    ("currency", &currency),
+                ],
+            );
             let owner = session.client_reference_id.as_deref();
             if let Some(user) = user.filter(|u| owner == Some(u.as_str())) {
-                let customer = session
-                    .customer
-                    .as_ref()
-                    .map(|c| c.id().to_string())
-                    .unwrap_or_default();
-                params.push(("customer", customer));
-                params.push(("reference", user.as_str().to_owned()));
+                let customer = session.customer.as_ref().map(|c| c.id().to_string());
+                url.query_pairs_mut()
+                    .append_pair("customer", customer.as_deref().unwrap_or_default())
+                    .append_pair("reference", user.as_str());
             }
-            let params: Vec<(&str, &str)> = params.iter().map(|(k, v)| (*k, v.as_str())).collect();
-            confirmation(frontend_url, &params)
+            url
         }
         Err(e) => {
             tracing::warn!(session_id = id, error = %e, "cannot read the Checkout Session after success");

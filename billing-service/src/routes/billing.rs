@@ -4,12 +4,13 @@
 
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::rejection::{BytesRejection, QueryRejection};
-use axum::extract::{DefaultBodyLimit, Query, State};
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{DefaultBodyLimit, FromRequest, Query, Request, State};
 use axum::handler::Handler;
-use axum::http::{HeaderMap, Method, StatusCode, header};
+use axum::http::{Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
+use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
 use super::Routes;
@@ -58,38 +59,45 @@ struct CheckoutBody {
 /// The body of a state-changing call, as JSON. Requiring `Content-Type: application/json` keeps
 /// other sites from posting as the user: an HTML form can only send form encodings or
 /// `text/plain`, and a cross-site `fetch` with JSON needs a CORS preflight, which only
-/// `FRONTEND_URL` passes.
-fn json_body<T: serde::de::DeserializeOwned>(
-    headers: &HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-    shape: &str,
-) -> Result<T, ApiError> {
-    let content_type = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default();
-    let essence = content_type.split(';').next().unwrap_or_default().trim();
-    if !essence.eq_ignore_ascii_case("application/json") {
-        return Err(ApiError::UnsupportedMediaType);
+/// `FRONTEND_URL` passes. Refusals are the API's JSON errors (415, 413, 400).
+struct JsonBody<T>(T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let content_type = request
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default();
+        let essence = content_type.split(';').next().unwrap_or_default().trim();
+        if !essence.eq_ignore_ascii_case("application/json") {
+            return Err(ApiError::UnsupportedMediaType);
+        }
+        let body = Bytes::from_request(request, state)
+            .await
+            .map_err(|e| match e.status() {
+                StatusCode::PAYLOAD_TOO_LARGE => ApiError::PayloadTooLarge {
+                    limit: MAX_JSON_BODY,
+                },
+                _ => ApiError::bad_request("invalid_body", e.body_text()),
+            })?;
+        serde_json::from_slice(&body).map(Self).map_err(|e| {
+            ApiError::bad_request(
+                "invalid_json",
+                format!("the body is not the JSON this route takes: {e}"),
+            )
+        })
     }
-    let body = body.map_err(|e| match e.status() {
-        StatusCode::PAYLOAD_TOO_LARGE => ApiError::PayloadTooLarge {
-            limit: MAX_JSON_BODY,
-        },
-        _ => ApiError::bad_request("invalid_body", e.body_text()),
-    })?;
-    serde_json::from_slice(&body)
-        .map_err(|e| ApiError::bad_request("invalid_json", format!("the body is not {shape}: {e}")))
 }
 
 /// `{"price_id": ...}`: a `price_...` id or a lookup key.
 async fn checkout(
     State(state): State<AppState>,
     user: AuthUser,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    JsonBody(body): JsonBody<CheckoutBody>,
 ) -> Result<Json<CheckoutStarted>, ApiError> {
-    let body: CheckoutBody = json_body(&headers, body, "{\"price_id\": \"...\"}")?;
     let ctx = CheckoutContext {
         db: &state.db,
         stripe: &state.stripe,
@@ -150,14 +158,12 @@ async fn subscription(
         .ok_or_else(|| ApiError::NotFound("no subscription".into()))
 }
 
-/// The body is a JSON object, `{}` today (see [`json_body`] for why it is required).
+/// The body is a JSON object, `{}` today (see [`JsonBody`] for why it is required).
 async fn portal(
     State(state): State<AppState>,
     user: AuthUser,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    JsonBody(_): JsonBody<serde_json::Map<String, Value>>,
 ) -> Result<Json<Value>, ApiError> {
-    json_body::<serde_json::Map<String, Value>>(&headers, body, "a JSON object")?;
     let url = open_portal(
         &state.db,
         &state.stripe,

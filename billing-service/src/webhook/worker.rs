@@ -218,7 +218,7 @@ impl Worker {
             chain(batch_error)
         );
         let outcome = self.failure_outcome(truncate(text), claimed.attempt, false);
-        let mut tx = self.db.pool.begin().await?;
+        let mut tx = self.begin().await?;
         record_failed_attempt(&mut tx, &claimed, &outcome).await?;
         tx.commit().await?;
         self.metrics

@@ -93,31 +93,26 @@ impl TestApp {
 
     /// The `Location` of a redirect for a signed-in user.
     async fn redirect_as(&self, path: &str, user: &str) -> String {
-        let client = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .unwrap();
-        let response = client
-            .get(format!("{}{path}", self.address))
-            .header("x-user-id", user)
-            .header("x-user-email", format!("{user}@example.com"))
-            .send()
-            .await
-            .unwrap();
-        response.headers()["location"].to_str().unwrap().to_owned()
+        self.location(path, Some(user)).await.1
     }
 
     /// The `Location` of a redirect, without following it.
     async fn redirect(&self, path: &str) -> (u16, String) {
+        self.location(path, None).await
+    }
+
+    async fn location(&self, path: &str, user: Option<&str>) -> (u16, String) {
         let client = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .build()
             .unwrap();
-        let response = client
-            .get(format!("{}{path}", self.address))
-            .send()
-            .await
-            .unwrap();
+        let mut request = client.get(format!("{}{path}", self.address));
+        if let Some(user) = user {
+            request = request
+                .header("x-user-id", user)
+                .header("x-user-email", format!("{user}@example.com"));
+        }
+        let response = request.send().await.unwrap();
         let location = response.headers()["location"].to_str().unwrap().to_owned();
         (response.status().as_u16(), location)
     }

@@ -119,12 +119,18 @@ async fn a_statement_past_the_timeout_is_cancelled_and_counts_as_unavailable() {
         billing_service::db::is_unavailable(&error),
         "a timed-out statement is the database not answering in time: {error}"
     );
-    // The migrator's own statements are not bound by it (a migration may take long).
-    billing_service::migrate::Migrator::embedded(pool.engine)
-        .unwrap()
+    // The migrator's own statements are not bound by it (a migration may take long): a script
+    // that runs twice the timeout is applied.
+    let slow = billing_service::migrate::Scripts::new([(
+        "V1__slow.sql".to_owned(),
+        "SELECT pg_sleep(0.6);".to_owned(),
+    )])
+    .unwrap();
+    let applied = billing_service::migrate::Migrator::new(slow)
         .migrate(&pool, false)
         .await
-        .unwrap();
+        .expect("a migration is not cut by the statement timeout");
+    assert_eq!(applied.len(), 1);
 }
 
 async fn wait_for_status(app: &crate::helpers::TestApp, status: u16) -> Value {

@@ -23,6 +23,15 @@ use crate::helpers::{
 use test_support::db::{every_engine, postgres_or_skip};
 use test_support::proxy::proxied;
 
+/// Settings whose worker retries within milliseconds, parking after `max_attempts`.
+fn quick_retries(url: &str, max_attempts: u32) -> billing_service::configuration::Settings {
+    let mut settings = test_settings(url);
+    settings.worker.retry_base = Duration::from_millis(20);
+    settings.worker.poll_interval = Duration::from_millis(20);
+    settings.worker.max_attempts = max_attempts;
+    settings
+}
+
 fn spec(event_type: &str, id: &str, created: i64) -> EventSpec {
     EventSpec {
         created,
@@ -466,9 +475,7 @@ async fn a_failing_handler_is_retried_until_it_succeeds() {
             fail_first: 2,
             ..Probe::default()
         };
-        let mut settings = test_settings(&db.url);
-        settings.worker.retry_base = Duration::from_millis(20);
-        settings.worker.poll_interval = Duration::from_millis(20);
+        let settings = quick_retries(&db.url, 8);
         let handlers = Handlers::builtin().on("charge.succeeded", probe.clone());
         let app = spawn_app_with_handlers(settings, handlers).await;
         let body = event_json(&spec("charge.succeeded", "evt_flaky", unix_now()));
@@ -503,10 +510,7 @@ impl EventHandler for Misbehaving {
 #[tokio::test]
 async fn a_panicking_or_hanging_handler_fails_its_event_and_the_worker_goes_on() {
     for db in every_engine().await {
-        let mut settings = test_settings(&db.url);
-        settings.worker.retry_base = Duration::from_millis(20);
-        settings.worker.poll_interval = Duration::from_millis(20);
-        settings.worker.max_attempts = 2;
+        let mut settings = quick_retries(&db.url, 2);
         settings.worker.handler_timeout = Duration::from_millis(200);
         let handlers = Handlers::builtin()
             .on("charge.succeeded", Misbehaving { panics: true })
@@ -569,10 +573,7 @@ impl EventHandler for BreaksTheTransaction {
 #[tokio::test]
 async fn an_attempt_that_cannot_be_recorded_still_counts_and_the_rest_go_on() {
     for db in every_engine().await {
-        let mut settings = test_settings(&db.url);
-        settings.worker.retry_base = Duration::from_millis(20);
-        settings.worker.poll_interval = Duration::from_millis(20);
-        settings.worker.max_attempts = 3;
+        let settings = quick_retries(&db.url, 3);
         let handlers = Handlers::builtin().on("charge.refunded", BreaksTheTransaction);
         let app = spawn_app_with_handlers(settings, handlers).await;
         let t = unix_now();

@@ -11,16 +11,24 @@
 # BINARIES=prebuilt copies target/release/{billing-service,stripe-setup} from the build context
 # instead of compiling; they must have been built against Debian 12's glibc (as the `build` stage
 # does), e.g. on a Debian 12 host. See the README ("Building the image without Docker").
+#
+# The base images are pinned by digest, `image:tag@sha256:...`: the tag says what it is, the digest
+# is what is pulled, so a tag pushed again (by accident or by an attacker) cannot change what we
+# build on. Dependabot (.github/dependabot.yml) proposes a new digest each week the tag's image
+# has been rebuilt (Debian security fixes); kubernetes/tests fails on a FROM without a digest. The
+# FROM lines name the images literally because Dependabot does not read ARGs in FROM. The Rust
+# version moves by hand, with RUST_TOOLCHAIN in .github/workflows/ci.yml: change tag and digest
+# together (`docker buildx imagetools inspect rust:<version>-slim-bookworm` shows the digest).
 
-ARG RUST_VERSION=1.95
-ARG RUNTIME_IMAGE=gcr.io/distroless/cc-debian12:nonroot
+# `distroless` is the stage below; `--build-arg RUNTIME_IMAGE=<image>` swaps the base.
+ARG RUNTIME_IMAGE=distroless
 ARG BINARIES=source
 
 # ---- build. Not cargo-chef: its dependency layer would stub out the patched crate in vendor/
 # (a `[patch]` path dependency, see vendor/README.md; cargo-chef issue #64). BuildKit cache mounts
 # keep the registry and the build directory between builds on the same builder instead.
 # Only the two shipped packages are built; the test crates are not needed in an image.
-FROM rust:${RUST_VERSION}-slim-bookworm AS build
+FROM rust:1.95-slim-bookworm@sha256:d7482085ff5b415f84dba5647ae71606650bdef00db7aeb69f4b3d170c3e4082 AS build
 WORKDIR /src
 COPY . .
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
@@ -39,7 +47,9 @@ COPY target/release/billing-service target/release/stripe-setup /
 # hadolint ignore=DL3006
 FROM binaries-${BINARIES} AS binaries
 
-# ---- runtime
+# ---- runtime: glibc, CA certificates and the `nonroot` user, nothing else.
+FROM gcr.io/distroless/cc-debian12:nonroot@sha256:9dac0a79194e45a7da0158a9c6da57b217585af0786db3845d1f0ec1a0dd182f AS distroless
+
 FROM ${RUNTIME_IMAGE}
 LABEL org.opencontainers.image.title="billing" \
       org.opencontainers.image.description="Stripe billing microservice: checkout, products, signed webhooks" \
@@ -47,7 +57,10 @@ LABEL org.opencontainers.image.title="billing" \
 COPY --from=binaries /billing-service /stripe-setup /usr/local/bin/
 # The distroless `nonroot` user, numeric so Kubernetes can enforce runAsNonRoot.
 USER 65532:65532
-ENV SERVER_PORT=8080 \
+# Every interface: the pod's address is where the Service sends traffic (the binary alone
+# listens on loopback only).
+ENV SERVER_HOST=0.0.0.0 \
+    SERVER_PORT=8080 \
     LOG_FORMAT=json
 EXPOSE 8080
 # No HEALTHCHECK: there is no shell or curl here; Kubernetes probes /status/alive and /status/ready.

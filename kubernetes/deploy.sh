@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Deploys one environment in the order the service needs:
-#   1. the configuration: the ConfigMap and the ExternalSecret, waiting until the Secret is synced;
+#   1. the configuration: the ConfigMaps, the NetworkPolicies (so that every pod started below is
+#      confined from its start) and the ExternalSecret, waiting until the Secret is synced;
 #   2. the migration Job (`billing-service migrate`), waiting until it has completed;
 #   3. everything else (Deployment, Service, HPA, PDB, CronJob), waiting for the rollout.
 # A failed step stops the deploy: pods of a new version never start on an unmigrated database.

@@ -4,7 +4,6 @@
 
 use std::process::ExitCode;
 
-use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 
@@ -105,9 +104,7 @@ async fn serve() -> anyhow::Result<ExitCode> {
         shutdown_signal().await;
         trigger.cancel();
     });
-    app.run_until_stopped(shutdown)
-        .await
-        .context("serving HTTP")?;
+    app.run_until_stopped(shutdown).await;
     tracing::info!("stopped");
     Ok(ExitCode::SUCCESS)
 }

@@ -5,6 +5,7 @@
 //! [`SecretString`], whose `Debug` is redacted, so printing a [`Settings`] never leaks them.
 
 use std::fmt;
+use std::net::{IpAddr, Ipv4Addr};
 use std::time::Duration;
 
 use billing_stripe::SecretKey;
@@ -22,10 +23,62 @@ pub struct Settings {
     pub frontend_url: Url,
     /// This service's public URL; Checkout's success and cancel URLs point here.
     pub backend_url: Url,
-    pub port: u16,
+    pub http: HttpSettings,
+    pub auth: AuthSettings,
     /// Reported by `/status/about`, so an operator can tell replicas apart.
     pub pod_name: String,
     pub worker: WorkerSettings,
+}
+
+/// Where the service listens and how long a client may take (`SERVER_HOST`, `SERVER_PORT`,
+/// `HTTP_*`): every limit that keeps slow or numerous clients from holding the process.
+#[derive(Debug, Clone)]
+pub struct HttpSettings {
+    /// Loopback by default, so a local run is not reachable from the network; the image
+    /// listens on every interface.
+    pub host: IpAddr,
+    pub port: u16,
+    /// From accepting a connection (or the end of its previous request) to a request's last
+    /// header line.
+    pub header_read_timeout: Duration,
+    /// The longest pause between two parts of a request body.
+    pub body_read_timeout: Duration,
+    /// From the request's headers to the response, body read included.
+    pub request_timeout: Duration,
+    /// Requests handled at once beyond the status routes; more are answered 503 at once.
+    pub max_in_flight: usize,
+}
+
+/// Who the user is: `AUTH_MODE`.
+#[derive(Debug, Clone)]
+pub enum AuthSettings {
+    /// `x-user-id` / `x-user-email`, set by the auth proxy, which alone may reach the service.
+    TrustedHeaders,
+    /// A bearer JWT verified against the issuer's published keys.
+    Jwt(JwtSettings),
+}
+
+impl AuthSettings {
+    /// The `AUTH_MODE` value, for logs.
+    pub fn mode(&self) -> &'static str {
+        match self {
+            Self::TrustedHeaders => "trusted-headers",
+            Self::Jwt(_) => "jwt",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct JwtSettings {
+    /// The issuer's JWKS: https, or http on a loopback address (local runs and tests).
+    pub jwks_url: Url,
+    pub issuer: String,
+    pub audience: String,
+    /// The claim holding our user id (`sub` unless `AUTH_USER_CLAIM` says otherwise).
+    pub user_claim: String,
+    /// A token naming an unknown key refetches the key set at most this often, so forged key
+    /// ids cannot make the service hammer the issuer.
+    pub jwks_min_refresh: Duration,
 }
 
 /// How the webhook worker retries and batches (`WEBHOOK_MAX_ATTEMPTS`, `WEBHOOK_RETRY_BASE_MS`;
@@ -200,6 +253,29 @@ impl<E: Env> Reader<'_, E> {
         }
     }
 
+    /// A whole number of seconds; `0` allowed only where it means something.
+    fn secs(&mut self, key: &str, default: Duration, zero_allowed: bool) -> Duration {
+        let secs = self.parsed(key, default.as_secs(), |raw| {
+            raw.parse::<u64>()
+                .ok()
+                .filter(|n| zero_allowed || *n > 0)
+                .ok_or_else(|| match zero_allowed {
+                    true => "must be a whole number of seconds".to_owned(),
+                    false => "must be a whole number of seconds above 0".to_owned(),
+                })
+        });
+        Duration::from_secs(secs)
+    }
+
+    fn required(&mut self, key: &str, why: &str) -> String {
+        self.optional(key)
+            .map(|v| v.trim().to_owned())
+            .unwrap_or_else(|| {
+                self.problems.push(format!("{key} is required {why}"));
+                String::new()
+            })
+    }
+
     fn url(&mut self, key: &str, default: &str) -> Url {
         let fallback = Url::parse(default).expect("built-in default URLs parse");
         self.parsed(key, fallback, |raw| match Url::parse(raw) {
@@ -226,10 +302,8 @@ impl DatabaseSettings {
     }
 
     fn read<E: Env>(reader: &mut Reader<'_, E>) -> Self {
-        let retry_secs = reader.parsed("DATABASE_CONNECT_RETRY_SECS", 10, |raw| {
-            raw.parse::<u64>()
-                .map_err(|_| "must be a whole number of seconds".to_owned())
-        });
+        let connect_retry =
+            reader.secs("DATABASE_CONNECT_RETRY_SECS", Duration::from_secs(10), true);
         let statement_timeout_secs = reader.parsed(
             "DATABASE_STATEMENT_TIMEOUT_SECS",
             DEFAULT_STATEMENT_TIMEOUT.as_secs(),
@@ -251,7 +325,7 @@ impl DatabaseSettings {
         let url = with_tls(reader, url);
         Self {
             url: SecretString::from(url),
-            connect_retry: Duration::from_secs(retry_secs),
+            connect_retry,
             statement_timeout: Duration::from_secs(statement_timeout_secs),
         }
     }
@@ -446,20 +520,13 @@ impl Settings {
             }
         };
         let api_base = reader.url("STRIPE_API_BASE", "https://api.stripe.com");
-        let tolerance = reader.parsed("STRIPE_WEBHOOK_TOLERANCE_SECS", 300, |raw| {
-            raw.parse::<u64>()
-                .map_err(|_| "must be a whole number of seconds".to_owned())
-        });
-        let timeout_secs = reader.parsed("STRIPE_TIMEOUT_SECS", 10u64, |raw| {
-            raw.parse::<u64>()
-                .ok()
-                .filter(|n| *n > 0)
-                .ok_or_else(|| "must be a whole number of seconds above 0".to_owned())
-        });
-        let cache_secs = reader.parsed("PRODUCTS_CACHE_SECS", 60u64, |raw| {
-            raw.parse::<u64>()
-                .map_err(|_| "must be a whole number of seconds".to_owned())
-        });
+        let webhook_tolerance = reader.secs(
+            "STRIPE_WEBHOOK_TOLERANCE_SECS",
+            Duration::from_secs(300),
+            true,
+        );
+        let stripe_timeout = reader.secs("STRIPE_TIMEOUT_SECS", Duration::from_secs(10), false);
+        let products_cache = reader.secs("PRODUCTS_CACHE_SECS", Duration::from_secs(60), true);
         let catalog = match reader.optional("CATALOG_FILE") {
             None => Catalog::builtin(),
             Some(path) => Catalog::load(std::path::Path::new(path.trim())).unwrap_or_else(|e| {
@@ -469,14 +536,8 @@ impl Settings {
         };
         let frontend_url = reader.url("FRONTEND_URL", "http://localhost:3000");
         let backend_url = reader.url("BACKEND_URL", "http://localhost:8080");
-        let port_key = match reader.optional("SERVER_PORT") {
-            Some(_) => "SERVER_PORT",
-            None => "PORT",
-        };
-        let port = reader.parsed(port_key, 8080u16, |raw| {
-            raw.parse::<u16>()
-                .map_err(|_| "must be a port number (0-65535)".to_owned())
-        });
+        let http = HttpSettings::read(&mut reader);
+        let auth = AuthSettings::read(&mut reader);
         let defaults = WorkerSettings::default();
         let max_attempts = reader.parsed("WEBHOOK_MAX_ATTEMPTS", defaults.max_attempts, |raw| {
             raw.parse::<u32>()
@@ -488,15 +549,10 @@ impl Settings {
             raw.parse::<u64>()
                 .map_err(|_| "must be a whole number of milliseconds".to_owned())
         });
-        let handler_timeout_secs = reader.parsed(
+        let handler_timeout = reader.secs(
             "WEBHOOK_HANDLER_TIMEOUT_SECS",
-            defaults.handler_timeout.as_secs(),
-            |raw| {
-                raw.parse::<u64>()
-                    .ok()
-                    .filter(|n| *n > 0)
-                    .ok_or_else(|| "must be a whole number of seconds above 0".to_owned())
-            },
+            defaults.handler_timeout,
+            false,
         );
         let pod_name = reader
             .optional("POD_NAME")
@@ -512,23 +568,138 @@ impl Settings {
                 api_secret_key,
                 webhook_secrets,
                 api_base,
-                webhook_tolerance: Duration::from_secs(tolerance),
-                timeout: Duration::from_secs(timeout_secs),
+                webhook_tolerance,
+                timeout: stripe_timeout,
                 catalog,
-                products_cache: Duration::from_secs(cache_secs),
+                products_cache,
             },
             frontend_url,
             backend_url,
-            port,
+            http,
+            auth,
             pod_name,
             worker: WorkerSettings {
                 max_attempts,
                 retry_base: Duration::from_millis(retry_base_ms),
-                handler_timeout: Duration::from_secs(handler_timeout_secs),
+                handler_timeout,
                 ..defaults
             },
         })
     }
+}
+
+impl HttpSettings {
+    fn read<E: Env>(reader: &mut Reader<'_, E>) -> Self {
+        let host = reader.parsed("SERVER_HOST", IpAddr::V4(Ipv4Addr::LOCALHOST), |raw| {
+            raw.parse::<IpAddr>()
+                .map_err(|_| "must be an IP address (0.0.0.0 for every interface)".to_owned())
+        });
+        let port_key = match reader.optional("SERVER_PORT") {
+            Some(_) => "SERVER_PORT",
+            None => "PORT",
+        };
+        let port = reader.parsed(port_key, 8080u16, |raw| {
+            raw.parse::<u16>()
+                .map_err(|_| "must be a port number (0-65535)".to_owned())
+        });
+        let max_in_flight = reader.parsed("HTTP_MAX_IN_FLIGHT", 512usize, |raw| {
+            raw.parse::<usize>()
+                .ok()
+                .filter(|n| *n > 0)
+                .ok_or_else(|| "must be a whole number above 0".to_owned())
+        });
+        Self {
+            host,
+            port,
+            header_read_timeout: reader.secs(
+                "HTTP_HEADER_READ_TIMEOUT_SECS",
+                Duration::from_secs(10),
+                false,
+            ),
+            body_read_timeout: reader.secs(
+                "HTTP_BODY_READ_TIMEOUT_SECS",
+                Duration::from_secs(10),
+                false,
+            ),
+            request_timeout: reader.secs(
+                "HTTP_REQUEST_TIMEOUT_SECS",
+                Duration::from_secs(30),
+                false,
+            ),
+            max_in_flight,
+        }
+    }
+}
+
+impl AuthSettings {
+    fn read<E: Env>(reader: &mut Reader<'_, E>) -> Self {
+        match reader.optional("AUTH_MODE").as_deref().map(str::trim) {
+            None | Some("trusted-headers") => Self::TrustedHeaders,
+            Some("jwt") => Self::Jwt(JwtSettings::read(reader)),
+            Some(_) => {
+                reader
+                    .problems
+                    .push("AUTH_MODE must be jwt or trusted-headers".to_owned());
+                Self::TrustedHeaders
+            }
+        }
+    }
+}
+
+impl JwtSettings {
+    fn read<E: Env>(reader: &mut Reader<'_, E>) -> Self {
+        let fallback = Url::parse("https://invalid.example/").expect("a valid URL");
+        let jwks_url = match reader.optional("AUTH_JWKS_URL") {
+            None => {
+                reader.problems.push(
+                    "AUTH_JWKS_URL is required with AUTH_MODE=jwt (the issuer's JWKS, https://...)"
+                        .to_owned(),
+                );
+                fallback
+            }
+            Some(raw) => match Url::parse(raw.trim()) {
+                Ok(url) if url.scheme() == "https" || is_loopback_http(&url) => url,
+                Ok(_) => {
+                    reader.problems.push(
+                        "AUTH_JWKS_URL must be https:// (http:// only on a loopback address)"
+                            .to_owned(),
+                    );
+                    fallback
+                }
+                Err(e) => {
+                    reader
+                        .problems
+                        .push(format!("AUTH_JWKS_URL is not a valid URL ({e})"));
+                    fallback
+                }
+            },
+        };
+        Self {
+            jwks_url,
+            issuer: reader.required("AUTH_ISSUER", "with AUTH_MODE=jwt (the tokens' iss)"),
+            audience: reader.required("AUTH_AUDIENCE", "with AUTH_MODE=jwt (the tokens' aud)"),
+            user_claim: reader
+                .optional("AUTH_USER_CLAIM")
+                .map(|v| v.trim().to_owned())
+                .unwrap_or_else(|| "sub".to_owned()),
+            jwks_min_refresh: reader.secs(
+                "AUTH_JWKS_MIN_REFRESH_SECS",
+                Duration::from_secs(60),
+                true,
+            ),
+        }
+    }
+}
+
+/// Plain http is only acceptable where no network is crossed.
+fn is_loopback_http(url: &Url) -> bool {
+    url.scheme() == "http"
+        && match url.host() {
+            Some(url::Host::Domain(name)) => name.eq_ignore_ascii_case("localhost"),
+            Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+            Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+            None => false,
+        }
 }
 
 /// Logging is configured before the rest, so that configuration errors are logged in the
@@ -572,7 +743,7 @@ mod tests {
     #[test]
     fn defaults_follow_the_contract() {
         let s = Settings::from_env(&env(&MINIMAL)).unwrap();
-        assert_eq!(s.port, 8080);
+        assert_eq!(s.http.port, 8080);
         assert_eq!(s.database.url.expose_secret(), "sqlite://billing.db");
         assert_eq!(s.frontend_url.as_str(), "http://localhost:3000/");
         assert_eq!(s.backend_url.as_str(), "http://localhost:8080/");
@@ -726,6 +897,6 @@ mod tests {
     fn port_falls_back_to_port_variable() {
         let mut pairs = MINIMAL.to_vec();
         pairs.push(("PORT", "9000"));
-        assert_eq!(Settings::from_env(&env(&pairs)).unwrap().port, 9000);
+        assert_eq!(Settings::from_env(&env(&pairs)).unwrap().http.port, 9000);
     }
 }

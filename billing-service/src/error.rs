@@ -32,6 +32,13 @@ pub enum ApiError {
     PayloadTooLarge { limit: usize },
     #[error("the body must be JSON (Content-Type: application/json)")]
     UnsupportedMediaType,
+    /// The client took longer than `HTTP_BODY_READ_TIMEOUT_SECS` between two parts of its body,
+    /// or the whole request longer than `HTTP_REQUEST_TIMEOUT_SECS`.
+    #[error("the request took too long; send it again")]
+    RequestTimeout,
+    /// More requests in flight than the process takes: shed at once, before reading them.
+    #[error("the service is busy; retry shortly")]
+    Overloaded,
     /// Stripe failed or could not be reached; the message is ours, Stripe's details are logged.
     #[error("Stripe could not be reached; try again shortly")]
     Stripe(#[source] Arc<billing_stripe::StripeError>),
@@ -64,6 +71,8 @@ impl ApiError {
             Self::UnsupportedMediaType => {
                 (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type")
             }
+            Self::RequestTimeout => (StatusCode::REQUEST_TIMEOUT, "request_timeout"),
+            Self::Overloaded => (StatusCode::SERVICE_UNAVAILABLE, "overloaded"),
             Self::Stripe(_) => (StatusCode::BAD_GATEWAY, "stripe_unavailable"),
             Self::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "database_unavailable"),
             Self::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
@@ -118,6 +127,50 @@ impl From<Arc<billing_stripe::StripeError>> for ApiError {
     }
 }
 
+impl ApiError {
+    /// What a layer's error means for the client: a timeout (408), load shed (503), or a bug.
+    pub async fn from_layer(error: tower::BoxError) -> Self {
+        if error.is::<tower::timeout::error::Elapsed>() {
+            Self::RequestTimeout
+        } else if error.is::<tower::load_shed::error::Overloaded>() {
+            Self::Overloaded
+        } else {
+            Self::Internal(anyhow::anyhow!(error))
+        }
+    }
+
+    /// A request body that could not be read: too large (413), too slow (408), or broken (400).
+    pub fn from_body_error(error: &(dyn std::error::Error + 'static), limit: usize) -> Self {
+        match body_failure(error) {
+            BodyFailure::TooLarge => Self::PayloadTooLarge { limit },
+            BodyFailure::TimedOut => Self::RequestTimeout,
+            BodyFailure::Broken => Self::bad_request("invalid_body", "the body could not be read"),
+        }
+    }
+}
+
+/// Why reading a request body failed, found in the error's `source()` chain.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyFailure {
+    TooLarge,
+    TimedOut,
+    Broken,
+}
+
+pub fn body_failure(error: &(dyn std::error::Error + 'static)) -> BodyFailure {
+    let mut cause = Some(error);
+    while let Some(e) = cause {
+        if e.is::<http_body_util::LengthLimitError>() {
+            return BodyFailure::TooLarge;
+        }
+        if e.is::<tower_http::timeout::TimeoutError>() {
+            return BodyFailure::TimedOut;
+        }
+        cause = e.source();
+    }
+    BodyFailure::Broken
+}
+
 /// Formats an error with its whole `source()` chain, for logs.
 pub fn chain(e: &dyn std::error::Error) -> String {
     let mut out = e.to_string();
@@ -134,8 +187,13 @@ impl IntoResponse for ApiError {
     /// The one place a failed request is logged: server errors with their whole cause.
     fn into_response(self) -> Response {
         let (status, code) = self.status_and_code();
-        if status.is_server_error() {
-            tracing::error!(error = %chain(&self), code, "request failed");
+        match self {
+            // Load, not a fault: counted by the request log, not reported as an error each time.
+            Self::Overloaded => tracing::debug!(code, "request shed"),
+            _ if status.is_server_error() => {
+                tracing::error!(error = %chain(&self), code, "request failed");
+            }
+            _ => {}
         }
         let body = json!({ "error": { "code": code, "message": self.to_string() } });
         (status, Json(body)).into_response()

@@ -7,12 +7,13 @@
 //! - [`migrate`]: a Flyway-compatible migrator over the scripts embedded from `migrations/`.
 //! - [`state`]: what every request handler can reach.
 //! - [`startup`]: `Application::build` / `run_until_stopped`, the router and its request span.
+//! - [`server`]: accepting connections, with a deadline for each request's headers.
 //! - [`routes`]: HTTP handlers, one module per area, and the list of what is routed.
 //! - [`webhook`]: Stripe webhooks: verify, store once, process in the background.
 //! - [`checkout`]: starting a subscription, and the redirects back.
 //! - [`portal`]: Stripe's customer portal.
 //! - [`products`]: the catalog's prices from Stripe, cached.
-//! - [`auth`]: the user named by the auth proxy's `x-user-id` / `x-user-email` headers.
+//! - [`auth`]: who the user is: a verified JWT, or the auth proxy's headers (`AUTH_MODE`).
 //! - [`error`]: the API's one error type and its JSON body.
 //! - [`metrics`]: Prometheus counters behind `GET /metrics`.
 //! - [`clock`]: now, in seconds and milliseconds.
@@ -33,6 +34,7 @@ pub mod migrate;
 pub mod portal;
 pub mod products;
 pub mod routes;
+pub mod server;
 pub mod startup;
 pub mod state;
 pub mod tables;

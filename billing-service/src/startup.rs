@@ -9,27 +9,33 @@ use std::time::Duration;
 
 use anyhow::Context;
 use axum::Router;
+use axum::error_handling::HandleErrorLayer;
 use axum::extract::Request;
 use axum::http::{HeaderValue, Method, header};
 use axum::response::Response;
-use axum::serve::ListenerExt;
 use billing_stripe::{StripeClient, StripeConfig};
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
+use tower::ServiceBuilder;
 use tower_http::cors::CorsLayer;
+use tower_http::timeout::RequestBodyTimeoutLayer;
 use tower_http::trace::TraceLayer;
 use tracing::Span;
 
-use crate::configuration::Settings;
+use crate::auth::Authenticator;
+use crate::configuration::{AuthSettings, Settings};
 use crate::db::Db;
+use crate::error::ApiError;
 use crate::metrics::Metrics;
 use crate::migrate::Migrator;
 use crate::products::Products;
 use crate::routes;
+use crate::server;
 use crate::state::AppState;
 use crate::webhook::batch::Batcher;
 use crate::webhook::handlers::Handlers;
+use crate::webhook::receive::BodyBudget;
 use crate::webhook::worker::{Worker, WorkerHealth};
 
 pub struct Application {
@@ -57,10 +63,11 @@ impl Application {
             .migrate(&db, false)
             .await
             .context("applying database migrations")?;
-        let address = format!("0.0.0.0:{}", settings.port);
-        let listener = TcpListener::bind(&address)
+        let address = std::net::SocketAddr::new(settings.http.host, settings.http.port);
+        let listener = TcpListener::bind(address)
             .await
             .with_context(|| format!("binding {address}"))?;
+        let auth = Arc::new(Authenticator::new(&settings.auth).context("setting up AUTH_MODE")?);
         let mut stripe_config = StripeConfig::new(settings.stripe.api_secret_key.clone());
         stripe_config.api_base = settings.stripe.api_base.to_string();
         stripe_config.timeout = settings.stripe.timeout;
@@ -90,6 +97,8 @@ impl Application {
                 wake_worker,
                 webhook_batcher,
                 worker_health: WorkerHealth::default(),
+                auth,
+                webhook_bodies: BodyBudget::default(),
             },
             worker,
         })
@@ -105,33 +114,64 @@ impl Application {
 
     /// Serves HTTP and runs the webhook worker until `shutdown` is cancelled; then finishes
     /// in-flight requests and the worker's current batch.
-    pub async fn run_until_stopped(self, shutdown: CancellationToken) -> std::io::Result<()> {
+    pub async fn run_until_stopped(self, shutdown: CancellationToken) {
+        let address = self.listener.local_addr().ok();
         tracing::info!(port = self.port(), "listening");
+        log_auth_mode(&self.state.settings.auth, address);
         // Marked running before the first request can ask.
         let running = self.state.worker_health.running();
         let worker = tokio::spawn(self.worker.run_until_stopped(shutdown.clone(), running));
-        // Without TCP_NODELAY a response written in two parts waits for the client's delayed
-        // ACK (40 ms on Linux) once connections are busy.
-        let listener = self.listener.tap_io(|tcp| {
-            if let Err(e) = tcp.set_nodelay(true) {
-                tracing::debug!(error = %e, "cannot set TCP_NODELAY");
-            }
-        });
-        let served = axum::serve(listener, router(self.state))
-            .with_graceful_shutdown(shutdown.clone().cancelled_owned())
-            .await;
-        // The server only returns early on an accept error; stop the worker with it.
-        shutdown.cancel();
+        let header_read_timeout = self.state.settings.http.header_read_timeout;
+        server::serve(
+            self.listener,
+            router(self.state),
+            header_read_timeout,
+            shutdown.clone(),
+        )
+        .await;
         let _ = worker.await;
-        served
+    }
+}
+
+/// Says how users are identified; warns where trusting headers lets anyone on the network
+/// name themselves any user.
+fn log_auth_mode(auth: &AuthSettings, address: Option<std::net::SocketAddr>) {
+    match auth {
+        AuthSettings::Jwt(jwt) => tracing::info!(
+            auth_mode = auth.mode(),
+            jwks_url = %jwt.jwks_url,
+            issuer = %jwt.issuer,
+            audience = %jwt.audience,
+            user_claim = %jwt.user_claim,
+            "users are identified by bearer JWTs"
+        ),
+        AuthSettings::TrustedHeaders => match address.is_some_and(|a| a.ip().is_loopback()) {
+            true => tracing::info!(
+                auth_mode = auth.mode(),
+                "users are identified by the x-user-id / x-user-email headers"
+            ),
+            false => tracing::warn!(
+                auth_mode = auth.mode(),
+                address = ?address,
+                "users are identified by the x-user-id / x-user-email headers on a non-loopback \
+                 address: anyone who can reach this port can act as any user. Only safe when \
+                 nothing but the auth proxy reaches it (see the README); otherwise set \
+                 AUTH_MODE=jwt"
+            ),
+        },
     }
 }
 
 /// The whole HTTP surface, with a request span around every request.
 pub fn router(state: AppState) -> Router {
+    let http = &state.settings.http;
     let cors = cors(&state.settings.frontend_url);
-    routes::api()
-        .into_router()
+    let timeouts = ServiceBuilder::new()
+        .layer(HandleErrorLayer::new(ApiError::from_layer))
+        .timeout(http.request_timeout)
+        .layer(RequestBodyTimeoutLayer::new(http.body_read_timeout));
+    routes::router(http.max_in_flight)
+        .layer(timeouts)
         .layer(cors)
         .layer(
             TraceLayer::new_for_http()
@@ -166,7 +206,7 @@ fn cors(frontend_url: &url::Url) -> CorsLayer {
     let origin = frontend_url.origin().ascii_serialization();
     let mut layer = CorsLayer::new()
         .allow_methods([Method::GET, Method::POST])
-        .allow_headers([header::CONTENT_TYPE])
+        .allow_headers([header::CONTENT_TYPE, header::AUTHORIZATION])
         .allow_credentials(true)
         .max_age(Duration::from_secs(600));
     if let Ok(origin) = HeaderValue::from_str(&origin) {

@@ -3,14 +3,17 @@
 
 use std::sync::Arc;
 
+use axum::extract::FromRef;
 use billing_stripe::StripeClient;
 use tokio::sync::Notify;
 
+use crate::auth::Authenticator;
 use crate::configuration::Settings;
 use crate::db::Db;
 use crate::metrics::Metrics;
 use crate::products::Products;
 use crate::webhook::batch::Batcher;
+use crate::webhook::receive::BodyBudget;
 use crate::webhook::worker::WorkerHealth;
 
 #[derive(Clone)]
@@ -26,4 +29,14 @@ pub struct AppState {
     pub webhook_batcher: Batcher,
     /// Whether this process's worker is still running (liveness reports it).
     pub worker_health: WorkerHealth,
+    /// Who the user of a request is (`AUTH_MODE`).
+    pub auth: Arc<Authenticator>,
+    /// Memory for webhook bodies being read.
+    pub webhook_bodies: BodyBudget,
+}
+
+impl FromRef<AppState> for Arc<Authenticator> {
+    fn from_ref(state: &AppState) -> Self {
+        state.auth.clone()
+    }
 }

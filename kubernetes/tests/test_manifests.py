@@ -1,17 +1,20 @@
 """Checks that the rendered Kubernetes manifests agree with each other, with the image, with
-the CI workflow and with the service itself.
+the CI workflow and with the service itself, that the NetworkPolicies confine every billing pod,
+and that what the build pulls in (actions, base images) is pinned.
 
 Run by .ci/deploy-check (`pytest kubernetes/tests`), which puts kubectl on PATH and sets
 BILLING_SERVICE_BIN to a built `billing-service` so the probe paths are requested from the real
 service. Without BILLING_SERVICE_BIN that one test is skipped, except under CI=true, where it fails.
 
-The README's configuration table is read for the variables the service requires.
+The README's configuration table is read for the variables the service requires. The
+supply-chain tests read .github/workflows, .github/dependabot.yml and the Dockerfile.
 """
 
 from __future__ import annotations
 
 import copy
 import functools
+import ipaddress
 import json
 import os
 import re
@@ -97,6 +100,18 @@ class Manifests:
         found = [cm for cm in self.all("ConfigMap") if cm["metadata"]["name"] == name]
         assert found, f"no ConfigMap {name} in the rendered output"
         return found[0]
+
+    def generated(self, name: str) -> dict:
+        """The ConfigMap a configMapGenerator named `name` (its rendered name has a hash suffix)."""
+        found = [
+            cm for cm in self.all("ConfigMap") if re.fullmatch(rf"{re.escape(name)}(-[a-z0-9]{{10}})?", cm["metadata"]["name"])
+        ]
+        assert len(found) == 1, f"expected one ConfigMap generated as {name}, found {[c['metadata']['name'] for c in found]}"
+        return found[0]
+
+    def config(self) -> dict:
+        """The configuration every workload reads (billing-config)."""
+        return self.generated("billing-config")["data"]
 
     def secret_keys(self, name: str) -> set[str]:
         """Keys of the Secret `name`, as the ExternalSecret that writes it declares them."""
@@ -208,12 +223,14 @@ def test_every_workload_runs_the_same_image(manifests):
 
 
 def test_every_workload_reads_the_same_configmap(manifests):
-    sources = {}
+    """billing-config reaches every workload; billing-auth (AUTH_*) the server alone."""
+    shared = manifests.generated("billing-config")["metadata"]["name"]
+    auth = manifests.generated("billing-auth")["metadata"]["name"]
     for name, template in manifests.workloads():
         for container in containers(template):
-            refs = [s["configMapRef"] for s in container.get("envFrom", []) if "configMapRef" in s]
-            sources[f"{name}/{container['name']}"] = json.dumps(refs, sort_keys=True)
-    assert len(set(sources.values())) == 1, f"the ConfigMaps differ between workloads: {sources}"
+            refs = [s["configMapRef"]["name"] for s in container.get("envFrom", []) if "configMapRef" in s]
+            expected = [shared, auth] if name.startswith("Deployment/") else [shared]
+            assert refs == expected, f"{name}/{container['name']} reads the ConfigMaps {refs}, not {expected}"
 
 
 def secrets_reaching(manifests: Manifests, container: dict) -> set[str]:
@@ -288,14 +305,15 @@ def test_pod_name_comes_from_the_downward_api(manifests):
 
 
 def test_secrets_only_in_the_secret(manifests):
-    configmap = manifests.one("ConfigMap")
-    assert not SECRET_KEYS & set(configmap["data"]), "a secret value is in the ConfigMap"
-    assert not {k for k in configmap["data"] if re.search(r"SECRET|PASSWORD|TOKEN", k)}
+    for configmap in manifests.all("ConfigMap"):
+        name = configmap["metadata"]["name"]
+        assert not SECRET_KEYS & set(configmap["data"]), f"a secret value is in the ConfigMap {name}"
+        assert not {k for k in configmap["data"] if re.search(r"SECRET|PASSWORD|TOKEN", k)}, name
     assert manifests.secret_keys("billing-secrets") == SECRET_KEYS
 
 
 def test_configuration_values_suit_the_service(manifests, env):
-    data = manifests.one("ConfigMap")["data"]
+    data = manifests.config()
     assert data["DATABASE_ENGINE"] == "postgres"
     assert int(data["DATABASE_PORT"]) > 0
     assert data["LOG_FORMAT"] == "json"
@@ -308,7 +326,7 @@ def test_configuration_values_suit_the_service(manifests, env):
 
 
 def test_database_tls_is_verified_in_production_with_the_ca_mounted_everywhere(manifests, env):
-    data = manifests.one("ConfigMap")["data"]
+    data = manifests.config()
     if env == "production":
         assert data.get("DATABASE_SSLMODE") == "verify-full", "production must verify the database"
     root = data.get("DATABASE_SSL_ROOT_CERT")
@@ -367,6 +385,52 @@ def test_external_secret_schema_is_not_vacuous():
     }
     for what, doc in bad.items():
         assert list(validator.iter_errors(doc)), f"the schema accepts an ExternalSecret with {what}"
+
+
+# ---------------------------------------------------------------------------------------------
+# Identity: every overlay says how the server learns who is asking; only the server is told
+
+AUTH_MODES = {"jwt", "trusted-headers"}
+JWT_SETTINGS = ("AUTH_JWKS_URL", "AUTH_ISSUER", "AUTH_AUDIENCE")
+# Environments exposed to the internet: the service checks the tokens itself.
+JWT_ENVIRONMENTS = {"staging", "production"}
+
+
+def env_values(manifests: Manifests, container: dict) -> dict[str, str | None]:
+    """Every variable the container gets, with its value (None when it comes from a Secret or
+    from a reference the manifests do not resolve)."""
+    values: dict[str, str | None] = {}
+    for source in container.get("envFrom", []):
+        if "configMapRef" in source:
+            values.update(manifests.configmap(source["configMapRef"]["name"])["data"])
+        if "secretRef" in source:
+            values.update(dict.fromkeys(manifests.secret_keys(source["secretRef"]["name"])))
+    for item in container.get("env", []):
+        values[item["name"]] = item.get("value")
+    return values
+
+
+def test_every_overlay_sets_the_auth_mode(manifests, env):
+    (container,) = containers(manifests.one("Deployment")["spec"]["template"])
+    values = env_values(manifests, container)
+    mode = values.get("AUTH_MODE")
+    assert mode in AUTH_MODES, f"overlays/{env} sets AUTH_MODE={mode!r}, not one of {sorted(AUTH_MODES)}"
+    if env in JWT_ENVIRONMENTS:
+        assert mode == "jwt", f"overlays/{env} must check tokens itself (AUTH_MODE=jwt), not {mode!r}"
+    if mode == "jwt":
+        missing = [key for key in JWT_SETTINGS if not values.get(key)]
+        assert not missing, f"overlays/{env}: AUTH_MODE=jwt without {missing}"
+        assert values["AUTH_JWKS_URL"].startswith("https://"), f"{env}: AUTH_JWKS_URL must be https"
+
+
+def test_only_the_server_gets_the_auth_settings(manifests):
+    """The migration Job and the CronJob authenticate nobody: no AUTH_* reaches them."""
+    for name, template in manifests.workloads():
+        if name.startswith("Deployment/"):
+            continue
+        for container in containers(template):
+            auth = sorted(key for key in env_values(manifests, container) if key.startswith("AUTH_"))
+            assert not auth, f"{name} gets {auth}"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -544,6 +608,8 @@ def test_probes_are_served_by_the_service(tmp_path):
         "DATABASE_URL": f"sqlite://{tmp_path}/t.db",
         "STRIPE_API_SECRET_KEY": "sk_test_x",
         "STRIPE_WEBHOOK_SECRET": "whsec_x",
+        # The probes need no user: the mode that needs no identity provider.
+        "AUTH_MODE": "trusted-headers",
         "LOG_FORMAT": "json",
         "RUST_LOG": "info",
     }
@@ -603,7 +669,7 @@ def test_deploy_script_pins_one_image_everywhere(env):
     # Only the image changed.
     unpinned = _manifests(env)
     assert len(pinned.docs) == len(unpinned.docs)
-    assert pinned.one("ConfigMap") == unpinned.one("ConfigMap")
+    assert pinned.all("ConfigMap") == unpinned.all("ConfigMap")
 
 
 FAKE_KUBECTL = r'''#!{python}
@@ -707,3 +773,282 @@ def test_workflow_uses_oidc_not_static_keys():
         uses_aws = any("configure-aws-credentials" in step.get("uses", "") for step in job["steps"])
         if uses_aws:
             assert job.get("permissions", {}).get("id-token") == "write", name
+
+
+# ---------------------------------------------------------------------------------------------
+# NetworkPolicies: every billing pod is confined; egress only to DNS, the database and HTTPS out
+
+# Every port a billing pod may open a connection to (kubernetes/network-policy).
+ALLOWED_EGRESS = {(53, "UDP"), (53, "TCP"), (5432, "TCP"), (443, "TCP")}
+PRIVATE_RANGES = [ipaddress.ip_network(n) for n in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16")]
+ANY = ("*", "*")
+
+
+def policy_types(policy: dict) -> set[str]:
+    spec = policy["spec"]
+    if spec.get("policyTypes"):
+        return set(spec["policyTypes"])
+    # The API's default: Ingress, and Egress when the policy has egress rules.
+    return {"Ingress"} | ({"Egress"} if "egress" in spec else set())
+
+
+def policies_selecting(manifests: Manifests, labels: dict, kind: str) -> list[dict]:
+    return [
+        policy
+        for policy in manifests.all("NetworkPolicy")
+        if kind in policy_types(policy) and selects(policy["spec"]["podSelector"], labels)
+    ]
+
+
+def rule_ports(rule: dict) -> set[tuple]:
+    """(port, protocol) pairs a rule admits; ANY when it names no port (every port)."""
+    if not rule.get("ports"):
+        return {ANY}
+    out = set()
+    for port in rule["ports"]:
+        if "port" not in port or "endPort" in port:
+            out.add(ANY)
+        else:
+            out.add((port["port"], port.get("protocol", "TCP")))
+    return out
+
+
+def egress_of(manifests: Manifests, labels: dict) -> set[tuple]:
+    """Every (port, protocol) a pod with these labels may connect to, over all its policies."""
+    ports = set()
+    for policy in policies_selecting(manifests, labels, "Egress"):
+        for rule in policy["spec"].get("egress") or []:
+            ports |= rule_ports(rule) if rule.get("to") else {ANY}
+    return ports
+
+
+def ingress_rules_of(manifests: Manifests, labels: dict) -> list[dict]:
+    return [
+        rule
+        for policy in policies_selecting(manifests, labels, "Ingress")
+        for rule in policy["spec"].get("ingress") or []
+    ]
+
+
+def pod_labels(template: dict) -> dict:
+    return template["metadata"]["labels"]
+
+
+def http_port(manifests: Manifests) -> int:
+    (container,) = containers(manifests.one("Deployment")["spec"]["template"])
+    return {p["name"]: p["containerPort"] for p in container["ports"]}["http"]
+
+
+def test_network_policies_confine_every_pod(manifests):
+    """A pod no policy of a type selects is open in that direction: every billing pod is
+    selected for both, so it is default-deny and only the rules below let traffic through."""
+    assert manifests.all("NetworkPolicy"), "no NetworkPolicy in the rendered overlay"
+    for name, template in manifests.workloads():
+        for kind in ("Ingress", "Egress"):
+            assert policies_selecting(manifests, pod_labels(template), kind), (
+                f"no NetworkPolicy of type {kind} selects {name}'s pods {pod_labels(template)}: "
+                f"they accept or open any connection"
+            )
+
+
+def test_network_policies_are_applied_with_the_configuration(manifests):
+    """kubernetes/deploy.sh applies `component=config` first: the policies are in place before
+    the migration Job and the new pods start."""
+    for policy in manifests.all("NetworkPolicy"):
+        labels = policy["metadata"].get("labels", {})
+        assert labels.get("app.kubernetes.io/component") == "config", policy["metadata"]["name"]
+        assert labels.get("app.kubernetes.io/name") == PROJECT, policy["metadata"]["name"]
+
+
+def covers_private_ranges(block: dict) -> bool:
+    """True when an ipBlock admits no address of the private (RFC 1918) ranges."""
+    cidr = ipaddress.ip_network(block["cidr"])
+    excepted = [ipaddress.ip_network(e) for e in block.get("except", [])]
+    for private in PRIVATE_RANGES:
+        if private.version != cidr.version or not cidr.overlaps(private):
+            continue
+        inside = private if private.subnet_of(cidr) else cidr
+        if not any(inside.subnet_of(e) for e in excepted):
+            return False
+    return True
+
+
+def test_egress_is_only_dns_the_database_and_https_out(manifests, env):
+    database_port = int(manifests.config()["DATABASE_PORT"])
+    assert database_port == 5432, "DATABASE_PORT changed: change the NetworkPolicy and ALLOWED_EGRESS with it"
+    for policy in manifests.all("NetworkPolicy"):
+        name = policy["metadata"]["name"]
+        for rule in policy["spec"].get("egress") or []:
+            assert rule.get("to"), f"{name}: an egress rule without `to` admits every destination"
+            ports = rule_ports(rule)
+            assert ports <= ALLOWED_EGRESS, f"{name}: egress to {sorted(map(str, ports - ALLOWED_EGRESS))}"
+            for peer in rule["to"]:
+                block = peer.get("ipBlock")
+                if (53, "UDP") in ports or (53, "TCP") in ports:
+                    assert peer.get("namespaceSelector", {}).get("matchLabels") == {
+                        "kubernetes.io/metadata.name": "kube-system"
+                    }, f"{name}: DNS to something other than kube-system: {peer}"
+                if (5432, "TCP") in ports:
+                    assert block, f"{name}: the database is an address range (ipBlock), not {peer}"
+                    cidr = ipaddress.ip_network(block["cidr"])
+                    assert any(cidr.subnet_of(p) for p in PRIVATE_RANGES if p.version == cidr.version), (
+                        f"{name}: the database range {cidr} in overlays/{env} is not a private one"
+                    )
+                if (443, "TCP") in ports:
+                    assert block, f"{name}: HTTPS out must be an ipBlock, not {peer}"
+                    assert covers_private_ranges(block), (
+                        f"{name}: HTTPS to {block} reaches the cluster's or the VPC's private addresses"
+                    )
+
+
+def test_every_pod_reaches_dns_and_the_database(manifests):
+    for name, template in manifests.workloads():
+        ports = egress_of(manifests, pod_labels(template))
+        missing = {(53, "UDP"), (53, "TCP"), (5432, "TCP")} - ports
+        assert not missing, f"{name}'s pods cannot reach {sorted(missing)}"
+
+
+def test_only_the_pods_that_call_stripe_get_https_out(manifests):
+    """The server calls Stripe (and, with AUTH_MODE=jwt, fetches the JWKS). The migration Job and
+    the CronJob hold no Stripe key and get no port 443."""
+    for name, template in manifests.workloads():
+        ports = egress_of(manifests, pod_labels(template))
+        assert ANY not in ports, f"{name}'s pods may connect anywhere"
+        (container,) = containers(template)
+        calls_stripe = "STRIPE_API_SECRET_KEY" in secrets_reaching(manifests, container)
+        if calls_stripe:
+            assert (443, "TCP") in ports, f"{name} holds the Stripe key but cannot reach Stripe (443)"
+        else:
+            assert (443, "TCP") not in ports, f"{name}'s pods may open HTTPS connections: {sorted(ports)}"
+
+
+def test_ingress_admits_only_named_pods_on_the_service_port(manifests):
+    """No rule admits everyone: each names its peers (a namespace and a pod label, or a private
+    address range) and the `http` port. The Job's and the CronJob's pods accept nothing."""
+    port = http_port(manifests)
+    for policy in manifests.all("NetworkPolicy"):
+        name = policy["metadata"]["name"]
+        for rule in policy["spec"].get("ingress") or []:
+            assert rule.get("from"), f"{name}: an ingress rule without `from` admits everyone"
+            assert rule_ports(rule) == {(port, "TCP")}, f"{name}: ingress on {rule.get('ports')}, not {port}/TCP"
+            for peer in rule["from"]:
+                if "ipBlock" in peer:
+                    cidr = ipaddress.ip_network(peer["ipBlock"]["cidr"])
+                    assert any(cidr.subnet_of(p) for p in PRIVATE_RANGES if p.version == cidr.version), (
+                        f"{name}: ingress from {cidr}"
+                    )
+                    continue
+                for selector in ("namespaceSelector", "podSelector"):
+                    chosen = peer.get(selector) or {}
+                    assert chosen.get("matchLabels") or chosen.get("matchExpressions"), (
+                        f"{name}: a peer without a {selector} admits every "
+                        f"{'namespace' if selector == 'namespaceSelector' else 'pod'}: {peer}"
+                    )
+    for name, template in manifests.workloads():
+        rules = ingress_rules_of(manifests, pod_labels(template))
+        if name.startswith("Deployment/"):
+            assert rules, f"nothing may reach {name}'s pods: the proxy and Prometheus need a rule"
+        else:
+            assert not rules, f"{name}'s pods serve nothing, yet accept {rules}"
+
+
+# ---------------------------------------------------------------------------------------------
+# Supply chain: actions pinned by commit, base images by digest, Dependabot moving both
+
+WORKFLOWS = REPO / ".github" / "workflows"
+USES_LINE = re.compile(r"""^\s*(?:-\s+)?uses:\s*["']?([^\s"'#]+)["']?\s*(#.*)?$""")
+
+
+def yaml_uses(node) -> list[str]:
+    """Every `uses:` value in a parsed workflow, wherever it is (steps, reusable-workflow jobs)."""
+    if isinstance(node, dict):
+        found = [node["uses"]] if isinstance(node.get("uses"), str) else []
+        return found + [u for value in node.values() for u in yaml_uses(value)]
+    if isinstance(node, list):
+        return [u for value in node for u in yaml_uses(value)]
+    return []
+
+
+def test_workflow_actions_are_pinned_by_commit_sha():
+    files = sorted(WORKFLOWS.glob("*.y*ml"))
+    assert files, "no workflow in .github/workflows"
+    pinned = 0
+    for path in files:
+        lines = {}
+        for number, line in enumerate(path.read_text().splitlines(), 1):
+            match = USES_LINE.match(line)
+            if match:
+                lines[match.group(1)] = (number, match.group(2) or "")
+        # Every `uses:` the YAML holds is on a line of its own, so none escapes the checks below.
+        assert sorted(set(yaml_uses(yaml.safe_load(path.read_text())))) == sorted(lines), path.name
+        for ref, (number, comment) in lines.items():
+            where = f"{path.name}:{number}: {ref}"
+            if ref.startswith("./"):
+                continue  # an action of this repository, pinned by the commit itself
+            if ref.startswith("docker://"):
+                assert re.search(r"@sha256:[0-9a-f]{64}$", ref), f"{where} is not pinned by digest"
+                continue
+            assert re.fullmatch(r"[\w.-]+/[\w.-]+(/[\w./-]+)?@[0-9a-f]{40}", ref), (
+                f"{where} is not pinned by a commit SHA (a tag or branch can be moved)"
+            )
+            assert re.fullmatch(r"#\s*v\d+(\.\d+){0,2}\S*", comment.strip()), (
+                f"{where}: name the release after the SHA (`# vX.Y.Z`), as Dependabot keeps it"
+            )
+            pinned += 1
+    assert pinned, "no action found: has the workflow's format changed?"
+
+
+def dockerfile_froms() -> list[tuple[str, str | None]]:
+    """(image as built with the default build arguments, stage name) of each FROM, in order."""
+    defaults, froms = {}, []
+    for line in (REPO / "Dockerfile").read_text().splitlines():
+        words = line.split()
+        if not words or words[0].upper() not in ("ARG", "FROM"):
+            continue
+        if words[0].upper() == "ARG" and not froms:
+            name, _, value = words[1].partition("=")
+            defaults[name] = value
+        elif words[0].upper() == "FROM":
+            words = [w for w in words[1:] if not w.startswith("--")]
+            image = re.sub(r"\$\{?(\w+)\}?", lambda m: defaults.get(m.group(1), m.group(0)), words[0])
+            stage = words[2] if len(words) >= 3 and words[1].upper() == "AS" else None
+            froms.append((image, stage))
+    return froms
+
+
+def test_dockerfile_base_images_are_pinned_by_digest():
+    froms = dockerfile_froms()
+    stages, images = set(), []
+    for image, stage in froms:
+        if image != "scratch" and image not in stages:
+            assert re.fullmatch(r"[^@\s]+:[^@\s]+@sha256:[0-9a-f]{64}", image), (
+                f"FROM {image}: pin the base image as image:tag@sha256:<digest>"
+            )
+            images.append(image)
+        if stage:
+            stages.add(stage)
+    assert froms[-1][0] in stages or froms[-1][0] in images
+    assert any(i.startswith("rust:") for i in images), f"no rust build image among {images}"
+    assert any(i.startswith("gcr.io/distroless/cc-debian12:") for i in images), f"no distroless runtime among {images}"
+
+
+def test_build_image_uses_the_ci_toolchain():
+    """The image is compiled with the Rust CI tests with, and no older than the workspace allows."""
+    (rust,) = [image for image, _ in dockerfile_froms() if image.startswith("rust:")]
+    version = re.match(r"rust:(\d+\.\d+)", rust).group(1)
+    assert version == str(workflow()["env"]["RUST_TOOLCHAIN"]), f"{rust} but ci.yml tests with RUST_TOOLCHAIN"
+    minimum = re.search(r'^rust-version\s*=\s*"(\d+)\.(\d+)', (REPO / "Cargo.toml").read_text(), re.M)
+    assert tuple(map(int, version.split("."))) >= tuple(map(int, minimum.groups())), "older than rust-version"
+
+
+def test_dependabot_updates_actions_cargo_and_the_base_images():
+    config = yaml.safe_load((REPO / ".github" / "dependabot.yml").read_text())
+    assert config["version"] == 2
+    updates = {u["package-ecosystem"]: u for u in config["updates"]}
+    for ecosystem, manifest in (("github-actions", ".github/workflows"), ("cargo", "Cargo.lock"), ("docker", "Dockerfile")):
+        assert ecosystem in updates, f"Dependabot does not update {ecosystem}"
+        update = updates[ecosystem]
+        directories = update.get("directories") or [update.get("directory")]
+        assert "/" in directories, f"{ecosystem}: {directories}"
+        assert (REPO / manifest).exists()
+        assert update["schedule"]["interval"] in ("daily", "weekly"), ecosystem

@@ -3,10 +3,8 @@
 //! [`crate::tables::subscriptions`], and shapes the reply.
 
 use axum::Json;
-use axum::body::Bytes;
 use axum::extract::rejection::QueryRejection;
-use axum::extract::{DefaultBodyLimit, FromRequest, Query, Request, State};
-use axum::handler::Handler;
+use axum::extract::{FromRequest, Query, Request, State};
 use axum::http::{Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
@@ -28,19 +26,11 @@ use crate::tables::subscriptions::{self, SubscriptionView};
 pub fn routes() -> Routes {
     Routes::default()
         .route(Method::GET, "/billing/products", products)
-        .route(
-            Method::POST,
-            "/billing/checkout",
-            checkout.layer(DefaultBodyLimit::max(MAX_JSON_BODY)),
-        )
+        .route(Method::POST, "/billing/checkout", checkout)
         .route(Method::GET, "/billing/success", success)
         .route(Method::GET, "/billing/cancel", cancel)
         .route(Method::GET, "/billing/subscription", subscription)
-        .route(
-            Method::POST,
-            "/billing/portal",
-            portal.layer(DefaultBodyLimit::max(MAX_JSON_BODY)),
-        )
+        .route(Method::POST, "/billing/portal", portal)
 }
 
 async fn products(State(state): State<AppState>) -> Result<Json<Vec<ProductPrice>>, ApiError> {
@@ -65,7 +55,7 @@ struct JsonBody<T>(T);
 impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
     type Rejection = ApiError;
 
-    async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
+    async fn from_request(request: Request, _: &S) -> Result<Self, Self::Rejection> {
         let content_type = request
             .headers()
             .get(header::CONTENT_TYPE)
@@ -75,14 +65,9 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
         if !essence.eq_ignore_ascii_case("application/json") {
             return Err(ApiError::UnsupportedMediaType);
         }
-        let body = Bytes::from_request(request, state)
+        let body = axum::body::to_bytes(request.into_body(), MAX_JSON_BODY)
             .await
-            .map_err(|e| match e.status() {
-                StatusCode::PAYLOAD_TOO_LARGE => ApiError::PayloadTooLarge {
-                    limit: MAX_JSON_BODY,
-                },
-                _ => ApiError::bad_request("invalid_body", e.body_text()),
-            })?;
+            .map_err(|e| ApiError::from_body_error(&e, MAX_JSON_BODY))?;
         serde_json::from_slice(&body).map(Self).map_err(|e| {
             ApiError::bad_request(
                 "invalid_json",

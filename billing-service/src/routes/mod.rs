@@ -9,10 +9,18 @@ pub mod openapi;
 pub mod status;
 pub mod webhook;
 
+use std::convert::Infallible;
+use std::sync::Arc;
+
 use axum::Router;
+use axum::error_handling::HandleErrorLayer;
+use axum::extract::Request;
 use axum::handler::Handler;
 use axum::http::Method;
-use axum::routing::{MethodFilter, on};
+use axum::response::IntoResponse;
+use axum::routing::{MethodFilter, Route, on};
+use tower::limit::GlobalConcurrencyLimitLayer;
+use tower::{Layer, Service, ServiceBuilder};
 
 use crate::error::ApiError;
 use crate::state::AppState;
@@ -44,6 +52,19 @@ impl Routes {
         self
     }
 
+    /// Wraps every route added so far (not the fallbacks) in `layer`.
+    fn route_layer<L>(mut self, layer: L) -> Self
+    where
+        L: Layer<Route> + Clone + Send + Sync + 'static,
+        L::Service: Service<Request> + Clone + Send + Sync + 'static,
+        <L::Service as Service<Request>>::Response: IntoResponse + 'static,
+        <L::Service as Service<Request>>::Error: Into<Infallible> + 'static,
+        <L::Service as Service<Request>>::Future: Send + 'static,
+    {
+        self.router = self.router.route_layer(layer);
+        self
+    }
+
     /// Every (method, path) routed, in the order they were added.
     pub fn table(&self) -> &[(Method, &'static str)] {
         &self.table
@@ -58,13 +79,37 @@ impl Routes {
     }
 }
 
-/// The whole HTTP API.
-pub fn api() -> Routes {
+/// The operator's routes (probes, metrics, the API document): never shed, so that a busy pod
+/// is not also reported dead.
+fn operator() -> Routes {
     Routes::default()
         .merge(status::routes())
         .merge(openapi::routes())
+}
+
+/// The routes users and Stripe call.
+fn public() -> Routes {
+    Routes::default()
         .merge(billing::routes())
         .merge(webhook::routes())
+}
+
+/// The whole HTTP API.
+pub fn api() -> Routes {
+    operator().merge(public())
+}
+
+/// The whole HTTP API, the public routes sharing at most `max_in_flight` requests at a time;
+/// beyond that a request is answered 503 at once rather than queued.
+pub fn router(max_in_flight: usize) -> Router<AppState> {
+    let limit = ServiceBuilder::new()
+        .layer(HandleErrorLayer::new(ApiError::from_layer))
+        .load_shed()
+        // Global: a plain concurrency limit would give each route a limit of its own.
+        .layer(GlobalConcurrencyLimitLayer::with_semaphore(Arc::new(
+            tokio::sync::Semaphore::new(max_in_flight),
+        )));
+    operator().merge(public().route_layer(limit)).into_router()
 }
 
 #[cfg(test)]

@@ -1,31 +1,27 @@
-//! `POST /webhook/stripe`: HTTP around [`accept_delivery`]. Reads the raw body (bounded),
-//! answers 2xx only once the event is stored, counts every result, and maps each refusal to its
-//! status and code.
+//! `POST /webhook/stripe`: HTTP around [`accept_delivery`]. Refuses what cannot be a delivery
+//! before reading the body (no well-formed `Stripe-Signature`, a declared length over the limit,
+//! no room in the [`BodyBudget`]), reads the raw body, answers 2xx only once the event is stored,
+//! counts every result, and maps each refusal to its status and code.
 
 use axum::Json;
-use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
-use axum::extract::{DefaultBodyLimit, State};
-use axum::handler::Handler;
-use axum::http::{HeaderMap, Method, StatusCode};
-use billing_stripe::signature::SignatureError;
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{HeaderMap, Method, header};
+use billing_stripe::signature::{SignatureError, SignatureHeader};
 use serde_json::{Value, json};
 
 use super::Routes;
 use crate::clock::unix_now;
 use crate::db;
-use crate::error::ApiError;
+use crate::error::{ApiError, BodyFailure, body_failure};
 use crate::state::AppState;
 use crate::tables::events::Stored;
 use crate::webhook::batch::BatchError;
+use crate::webhook::envelope::Envelope;
 use crate::webhook::receive::{DeliveryError, MAX_BODY_BYTES, accept_delivery};
 
 pub fn routes() -> Routes {
-    Routes::default().route(
-        Method::POST,
-        "/webhook/stripe",
-        receive.layer(DefaultBodyLimit::max(MAX_BODY_BYTES)),
-    )
+    Routes::default().route(Method::POST, "/webhook/stripe", receive)
 }
 
 impl From<DeliveryError> for ApiError {
@@ -37,6 +33,8 @@ impl From<DeliveryError> for ApiError {
             DeliveryError::Signature(SignatureError::Mismatch) => "bad_signature",
             DeliveryError::Signature(SignatureError::Stale { .. }) => "stale_signature",
             DeliveryError::Envelope(_) | DeliveryError::Unreadable => "malformed_event",
+            DeliveryError::TimedOut => return ApiError::RequestTimeout,
+            DeliveryError::Busy => return ApiError::Overloaded,
             DeliveryError::TooLarge => {
                 return ApiError::PayloadTooLarge {
                     limit: MAX_BODY_BYTES,
@@ -56,27 +54,9 @@ impl From<DeliveryError> for ApiError {
 async fn receive(
     State(state): State<AppState>,
     headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    body: Body,
 ) -> Result<Json<Value>, ApiError> {
-    let result = match body {
-        Ok(body) => {
-            let header = headers
-                .get("stripe-signature")
-                .map(|v| v.to_str().unwrap_or(""));
-            accept_delivery(
-                &state.webhook_batcher,
-                &state.settings.stripe,
-                header,
-                &body,
-                unix_now(),
-            )
-            .await
-        }
-        Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
-            Err(DeliveryError::TooLarge)
-        }
-        Err(_) => Err(DeliveryError::Unreadable),
-    };
+    let result = read_and_accept(&state, &headers, body).await;
     match result {
         Ok((envelope, stored)) => {
             let duplicate = stored == Stored::Duplicate;
@@ -98,10 +78,47 @@ async fn receive(
             let error = ApiError::from(e);
             // Server errors are logged with the response; a refusal is the sender's problem,
             // noted here without the body (it can hold personal data).
-            if !matches!(error, ApiError::Unavailable(_) | ApiError::Internal(_)) {
+            // Shed deliveries are only counted: under a flood, a line each would be the flood.
+            if !matches!(
+                error,
+                ApiError::Unavailable(_) | ApiError::Internal(_) | ApiError::Overloaded
+            ) {
                 tracing::warn!(reason = %error, "webhook refused");
             }
             Err(error)
         }
     }
+}
+
+async fn read_and_accept(
+    state: &AppState,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<(Envelope, Stored), DeliveryError> {
+    let signature = headers
+        .get("stripe-signature")
+        .map(|v| v.to_str().unwrap_or(""));
+    // Only the form: the signature itself needs the body, and "stale" is only ever said of a
+    // signature that matched.
+    SignatureHeader::parse(signature.ok_or(SignatureError::MissingHeader)?)?;
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    let _room = state.webhook_bodies.try_reserve(declared)?;
+    let body =
+        axum::body::to_bytes(body, MAX_BODY_BYTES)
+            .await
+            .map_err(|e| match body_failure(&e) {
+                BodyFailure::TooLarge => DeliveryError::TooLarge,
+                BodyFailure::TimedOut => DeliveryError::TimedOut,
+                BodyFailure::Broken => DeliveryError::Unreadable,
+            })?;
+    accept_delivery(
+        &state.webhook_batcher,
+        &state.settings.stripe,
+        signature,
+        &body,
+        unix_now(),
+    )
+    .await
 }

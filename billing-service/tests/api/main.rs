@@ -1,6 +1,7 @@
 //! Integration tests of billing-service, driven through the real router on a random port or
 //! through the library. One test binary, so the crate links once.
 
+mod auth;
 mod billing;
 mod database_tls;
 mod event_types;

@@ -899,4 +899,89 @@ mod tests {
         pairs.push(("PORT", "9000"));
         assert_eq!(Settings::from_env(&env(&pairs)).unwrap().http.port, 9000);
     }
+
+    #[test]
+    fn auth_mode_defaults_to_trusted_headers_and_jwt_needs_its_settings() {
+        let s = Settings::from_env(&env(&MINIMAL)).unwrap();
+        assert!(matches!(s.auth, AuthSettings::TrustedHeaders));
+        assert_eq!(s.http.host, IpAddr::V4(Ipv4Addr::LOCALHOST));
+
+        let mut pairs = MINIMAL.to_vec();
+        pairs.push(("AUTH_MODE", "jwt"));
+        let err = Settings::from_env(&env(&pairs)).unwrap_err().to_string();
+        for key in ["AUTH_JWKS_URL", "AUTH_ISSUER", "AUTH_AUDIENCE"] {
+            assert!(err.contains(&format!("{key} is required")), "{err}");
+        }
+
+        pairs.extend([
+            (
+                "AUTH_JWKS_URL",
+                "https://auth.example.com/.well-known/jwks.json",
+            ),
+            ("AUTH_ISSUER", "https://auth.example.com/"),
+            ("AUTH_AUDIENCE", "billing"),
+            ("AUTH_JWKS_MIN_REFRESH_SECS", "5"),
+        ]);
+        let AuthSettings::Jwt(jwt) = Settings::from_env(&env(&pairs)).unwrap().auth else {
+            panic!("not jwt");
+        };
+        assert_eq!(jwt.user_claim, "sub");
+        assert_eq!(jwt.jwks_min_refresh, Duration::from_secs(5));
+
+        // Plain http only where no network is crossed.
+        for (url, ok) in [
+            ("http://127.0.0.1:4456/.well-known/jwks.json", true),
+            ("http://localhost/jwks", true),
+            ("http://[::1]:80/jwks", true),
+            ("http://auth.example.com/jwks", false),
+            ("http://10.0.0.5/jwks", false),
+            ("ftp://auth.example.com/jwks", false),
+        ] {
+            // The later value of a key wins.
+            let mut pairs = pairs.clone();
+            pairs.push(("AUTH_JWKS_URL", url));
+            assert_eq!(Settings::from_env(&env(&pairs)).is_ok(), ok, "{url}");
+        }
+
+        let mut typo = MINIMAL.to_vec();
+        typo.push(("AUTH_MODE", "headers"));
+        let err = Settings::from_env(&env(&typo)).unwrap_err().to_string();
+        assert!(
+            err.contains("AUTH_MODE must be jwt or trusted-headers"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn http_limits_are_read_and_checked() {
+        let mut pairs = MINIMAL.to_vec();
+        pairs.extend([
+            ("SERVER_HOST", "0.0.0.0"),
+            ("HTTP_HEADER_READ_TIMEOUT_SECS", "5"),
+            ("HTTP_MAX_IN_FLIGHT", "64"),
+        ]);
+        let s = Settings::from_env(&env(&pairs)).unwrap();
+        assert_eq!(s.http.host, IpAddr::V4(Ipv4Addr::UNSPECIFIED));
+        assert_eq!(s.http.header_read_timeout, Duration::from_secs(5));
+        assert_eq!(s.http.body_read_timeout, Duration::from_secs(10));
+        assert_eq!(s.http.request_timeout, Duration::from_secs(30));
+        assert_eq!(s.http.max_in_flight, 64);
+
+        let mut bad = MINIMAL.to_vec();
+        bad.extend([
+            ("SERVER_HOST", "example.com"),
+            ("HTTP_REQUEST_TIMEOUT_SECS", "0"),
+            ("HTTP_MAX_IN_FLIGHT", "0"),
+        ]);
+        let err = Settings::from_env(&env(&bad)).unwrap_err().to_string();
+        assert!(err.contains("SERVER_HOST must be an IP address"), "{err}");
+        assert!(
+            err.contains("HTTP_REQUEST_TIMEOUT_SECS must be a whole number of seconds above 0"),
+            "{err}"
+        );
+        assert!(
+            err.contains("HTTP_MAX_IN_FLIGHT must be a whole number above 0"),
+            "{err}"
+        );
+    }
 }

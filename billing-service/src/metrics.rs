@@ -44,7 +44,7 @@ impl Default for Metrics {
         let received = Family::<ResultLabel, Counter>::default();
         registry.register(
             "webhook_events_received",
-            "Webhook deliveries by result (accepted, duplicate, bad_signature, stale, malformed, too_large, unavailable)",
+            "Webhook deliveries by result (accepted, duplicate, bad_signature, stale, malformed, too_large, timed_out, busy, unavailable)",
             received.clone(),
         );
         let processed = Family::<ProcessedLabels, Counter>::default();

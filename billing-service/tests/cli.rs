@@ -28,9 +28,9 @@ fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 
-/// `serve` as the README runs it: only the two Stripe secrets set, in `dir`.
-async fn serve(dir: &Path) -> Process {
-    let launch = Launch {
+/// `serve` as the README runs it: only the two Stripe secrets set (and `extra`), in `dir`.
+async fn serve(dir: &Path, extra: &[(&str, &str)]) -> Process {
+    let mut launch = Launch {
         program: BIN.into(),
         dir,
         env: Vec::new(),
@@ -39,6 +39,9 @@ async fn serve(dir: &Path) -> Process {
     .env("STRIPE_WEBHOOK_SECRET", "whsec_readme")
     .env("SERVER_PORT", "0")
     .env("LOG_FORMAT", "json");
+    for (key, value) in extra {
+        launch = launch.env(key, value);
+    }
     Process::start(launch).await
 }
 
@@ -53,7 +56,7 @@ async fn get(server: &Process, path: &str) -> (u16, String) {
 #[tokio::test]
 async fn readme_run_command_serves_on_an_embedded_sqlite_file() {
     let dir = tempfile::tempdir().unwrap();
-    let server = serve(dir.path()).await;
+    let server = serve(dir.path(), &[]).await;
     assert_eq!(
         get(&server, "/status/alive").await,
         (200, r#"{"alive":"OK"}"#.to_owned())
@@ -84,6 +87,45 @@ async fn readme_run_command_serves_on_an_embedded_sqlite_file() {
     assert!(entry["latency_ms"].is_number(), "{entry}");
     for secret in ["sk_test_readme", "whsec_readme"] {
         assert!(!logs.contains(secret), "{secret} logged");
+    }
+}
+
+#[tokio::test]
+async fn start_up_says_how_users_are_identified_and_warns_when_headers_are_trusted_from_the_network()
+ {
+    let jwt = [
+        ("AUTH_MODE", "jwt"),
+        (
+            "AUTH_JWKS_URL",
+            "https://auth.example.com/.well-known/jwks.json",
+        ),
+        ("AUTH_ISSUER", "https://auth.example.com/"),
+        ("AUTH_AUDIENCE", "billing"),
+    ];
+    let cases: [(&[(&str, &str)], &str, &str); 4] = [
+        (&[], "INFO", "trusted-headers"),
+        (&[("SERVER_HOST", "0.0.0.0")], "WARN", "trusted-headers"),
+        (
+            &[("SERVER_HOST", "0.0.0.0"), jwt[0], jwt[1], jwt[2], jwt[3]],
+            "INFO",
+            "jwt",
+        ),
+        (&jwt, "INFO", "jwt"),
+    ];
+    for (env, level, mode) in cases {
+        let dir = tempfile::tempdir().unwrap();
+        let server = serve(dir.path(), env).await;
+        let (_, logs) = server.terminate();
+        let line = logs
+            .lines()
+            .find(|l| l.contains("\"auth_mode\""))
+            .unwrap_or_else(|| panic!("the mode is not logged:\n{logs}"));
+        let entry: serde_json::Value = serde_json::from_str(line).unwrap();
+        assert_eq!(entry["level"], level, "{env:?}: {line}");
+        assert_eq!(entry["auth_mode"], mode, "{env:?}: {line}");
+        if level == "WARN" {
+            assert!(line.contains("anyone who can reach this port"), "{line}");
+        }
     }
 }
 

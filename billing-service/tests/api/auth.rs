@@ -17,7 +17,9 @@ use test_support::db::TestDb;
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
-use crate::helpers::{TestApp, spawn_app_with, test_settings};
+use billing_stripe::fixtures::EventSpec;
+
+use crate::helpers::{TestApp, event_json, spawn_app_with, test_settings};
 
 const ISSUER: &str = "https://auth.example.com/";
 const AUDIENCE: &str = "billing";
@@ -376,5 +378,42 @@ async fn the_user_claim_is_configurable() {
     let (status, body) = app.as_bearer(&key.sign(&claims("u-1"))).await;
     assert_eq!(status, 401);
     assert!(message(&body).contains("no uid claim"), "{body}");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn the_token_s_user_is_the_one_served_and_headers_cannot_claim_another() {
+    let db = TestDb::sqlite();
+    let jwks = MockServer::start().await;
+    let key = TestKey::ec("k");
+    serve_keys(&jwks, &[&key]).await;
+    let app = app(&db, &jwks, Duration::from_secs(60)).await;
+    let event = event_json(&EventSpec {
+        customer: "cus_jwt".into(),
+        user_id: "u-7".into(),
+        status: Some("active".into()),
+        price_id: "price_x".into(),
+        current_period_end: 1_900_000_000,
+        created: unix_now(),
+        ..EventSpec::new("customer.subscription.created", "evt_sub_jwt")
+    });
+    assert_eq!(app.deliver(&event).await.status(), 200);
+    app.wait_processed("evt_sub_jwt").await;
+
+    let (status, body) = app.as_bearer(&key.sign(&claims("u-7"))).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["status"], "active");
+    assert_eq!(app.as_bearer(&key.sign(&claims("u-8"))).await.0, 404);
+    // Another user's token plus u-7's headers: the headers count for nothing.
+    let spoofed = app
+        .client
+        .get(format!("{}/billing/subscription", app.address))
+        .bearer_auth(key.sign(&claims("u-8")))
+        .header("x-user-id", "u-7")
+        .header("x-user-email", "u-7@example.com")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(spoofed.status(), 404);
     app.stop().await;
 }

@@ -7,6 +7,7 @@ mod database_tls;
 mod event_types;
 mod helpers;
 mod layout;
+mod limits;
 mod migrations;
 mod openapi;
 mod ownership;

@@ -102,7 +102,8 @@ async fn start_up_says_how_users_are_identified_and_warns_when_headers_are_trust
         ("AUTH_ISSUER", "https://auth.example.com/"),
         ("AUTH_AUDIENCE", "billing"),
     ];
-    let cases: [(&[(&str, &str)], &str, &str); 4] = [
+    type Env<'a> = &'a [(&'a str, &'a str)];
+    let cases: [(Env, &str, &str); 4] = [
         (&[], "INFO", "trusted-headers"),
         (&[("SERVER_HOST", "0.0.0.0")], "WARN", "trusted-headers"),
         (

@@ -64,9 +64,7 @@ impl Application {
             .await
             .context("applying database migrations")?;
         let address = std::net::SocketAddr::new(settings.http.host, settings.http.port);
-        let listener = TcpListener::bind(address)
-            .await
-            .with_context(|| format!("binding {address}"))?;
+        let listener = listen(address).with_context(|| format!("binding {address}"))?;
         let auth = Arc::new(Authenticator::new(&settings.auth).context("setting up AUTH_MODE")?);
         let mut stripe_config = StripeConfig::new(settings.stripe.api_secret_key.clone());
         stripe_config.api_base = settings.stripe.api_base.to_string();
@@ -131,6 +129,21 @@ impl Application {
         .await;
         let _ = worker.await;
     }
+}
+
+/// A listening socket with a backlog for bursts: with the usual 1,024, a burst of new
+/// connections (a flood, or a proxy reconnecting its pool) overflows the queue and a refused SYN
+/// costs the client a one-second retransmission, Stripe's deliveries included. The kernel caps
+/// the number at `net.core.somaxconn`.
+fn listen(address: std::net::SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = match address {
+        std::net::SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+        std::net::SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+    };
+    // A restarted process can bind while the old one's connections are in TIME_WAIT.
+    socket.set_reuseaddr(true)?;
+    socket.bind(address)?;
+    socket.listen(4096)
 }
 
 /// Says how users are identified; warns where trusting headers lets anyone on the network

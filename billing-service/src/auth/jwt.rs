@@ -1,9 +1,9 @@
 //! `AUTH_MODE=jwt`: the user is whoever the identity provider signed a token for.
 //!
 //! The token comes as `Authorization: Bearer <JWT>`. Its signature is checked with the issuer's
-//! published keys (a JWKS, fetched and cached here), then `iss`, `aud`, `exp` and `nbf`; the
-//! cryptography is the `jsonwebtoken` crate's. Only asymmetric algorithms are accepted, and only
-//! with a key of their own family: with HMAC the verifier would hold the signing secret, and an
+//! published keys (a JWKS, fetched and cached here), then `iss`, `aud`, `exp` and `nbf`: the
+//! `jsonwebtoken` crate's checks, with `ring` verifying signatures. Only asymmetric algorithms
+//! are accepted, and only with a key of their own family: with HMAC the verifier would hold the signing secret, and an
 //! RSA public key taken as an HMAC secret is the classic forgery. `alg: none` does not parse.
 //!
 //! Keys are fetched on first use and again when a token names an unknown key id (the issuer
@@ -103,6 +103,7 @@ pub struct JwksVerifier {
 
 impl JwksVerifier {
     pub fn new(settings: JwtSettings) -> anyhow::Result<Self> {
+        super::ring_crypto::install();
         let http = reqwest::Client::builder()
             .timeout(FETCH_TIMEOUT)
             // A redirect could leave https; the configured URL is the key set's address.

@@ -10,6 +10,7 @@
 //! Handlers take an [`AuthUser`] (or `Option<AuthUser>`) and never see which mode found it.
 
 pub mod jwt;
+mod ring_crypto;
 
 use std::sync::Arc;
 

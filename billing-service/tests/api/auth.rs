@@ -1,6 +1,7 @@
-//! `AUTH_MODE=jwt` end to end: tokens signed with keys made here (by `openssl`), the issuer's
-//! key set served by a local JWKS endpoint, requests through the real router. Each way a token
-//! can be wrong gets a 401 JSON error naming it; the key set is fetched on rotation and never
+//! `AUTH_MODE=jwt` end to end: tokens signed with keys made here (by `openssl`, signed with
+//! `ring`, independently of the service's verification through `jsonwebtoken`), the issuer's key
+//! set served by a local JWKS endpoint, requests through the real router. Each way a token can
+//! be wrong gets a 401 JSON error naming it; the key set is fetched on rotation and never
 //! hammered.
 
 use std::process::Command;
@@ -10,26 +11,29 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use billing_service::clock::unix_now;
 use billing_service::configuration::{AuthSettings, JwtSettings};
-use jsonwebtoken::jwk::{Jwk, JwkSet};
-use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use billing_stripe::fixtures::EventSpec;
+use ring::rand::SystemRandom;
+use ring::signature::{self as ring_sig, KeyPair};
 use serde_json::{Value, json};
 use test_support::db::TestDb;
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
-
-use billing_stripe::fixtures::EventSpec;
 
 use crate::helpers::{TestApp, event_json, spawn_app_with, test_settings};
 
 const ISSUER: &str = "https://auth.example.com/";
 const AUDIENCE: &str = "billing";
 
+enum Signer {
+    Rsa(ring_sig::RsaKeyPair),
+    Ec(ring_sig::EcdsaKeyPair),
+}
+
 /// A signing key and its public half as a JWK, named `kid`.
 struct TestKey {
     kid: String,
-    alg: Algorithm,
-    encoding: EncodingKey,
-    jwk: Jwk,
+    signer: Signer,
+    jwk: Value,
 }
 
 fn openssl(args: &[&str], input: Option<&[u8]>) -> Vec<u8> {
@@ -52,56 +56,93 @@ fn openssl(args: &[&str], input: Option<&[u8]>) -> Vec<u8> {
     out.stdout
 }
 
+/// A new private key as PKCS#8 DER.
+fn pkcs8(algorithm: &[&str]) -> Vec<u8> {
+    let mut args = vec!["genpkey"];
+    args.extend_from_slice(algorithm);
+    let pem = openssl(&args, None);
+    openssl(
+        &["pkcs8", "-topk8", "-nocrypt", "-outform", "DER"],
+        Some(&pem),
+    )
+}
+
+fn b64(bytes: impl AsRef<[u8]>) -> String {
+    URL_SAFE_NO_PAD.encode(bytes)
+}
+
+/// `header.payload` of a JWT, ready to sign.
+fn signing_input(header: &Value, claims: &Value) -> String {
+    format!("{}.{}", b64(header.to_string()), b64(claims.to_string()))
+}
+
 impl TestKey {
     fn rsa(kid: &str) -> Self {
-        let pkcs8 = openssl(
-            &[
-                "genpkey",
-                "-algorithm",
-                "RSA",
-                "-pkeyopt",
-                "rsa_keygen_bits:2048",
-            ],
-            None,
-        );
-        let pkcs1 = openssl(&["rsa", "-traditional", "-outform", "DER"], Some(&pkcs8));
-        Self::new(kid, Algorithm::RS256, EncodingKey::from_rsa_der(&pkcs1))
-    }
-
-    fn ec(kid: &str) -> Self {
-        let pem = openssl(
-            &[
-                "genpkey",
-                "-algorithm",
-                "EC",
-                "-pkeyopt",
-                "ec_paramgen_curve:P-256",
-            ],
-            None,
-        );
-        // genpkey's DER for EC keys is SEC1; the crate reads PKCS#8.
-        let pkcs8 = openssl(
-            &["pkcs8", "-topk8", "-nocrypt", "-outform", "DER"],
-            Some(&pem),
-        );
-        Self::new(kid, Algorithm::ES256, EncodingKey::from_ec_der(&pkcs8))
-    }
-
-    fn new(kid: &str, alg: Algorithm, encoding: EncodingKey) -> Self {
-        let mut jwk = Jwk::from_encoding_key(&encoding, alg).expect("public key");
-        jwk.common.key_id = Some(kid.to_owned());
+        let der = pkcs8(&["-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048"]);
+        let key = ring_sig::RsaKeyPair::from_pkcs8(&der).expect("RSA key");
+        let public = ring_sig::RsaPublicKeyComponents::<Vec<u8>>::from(key.public());
+        let jwk = json!({
+            "kty": "RSA", "kid": kid, "use": "sig", "alg": "RS256",
+            "n": b64(&public.n), "e": b64(&public.e),
+        });
         Self {
             kid: kid.to_owned(),
-            alg,
-            encoding,
+            signer: Signer::Rsa(key),
             jwk,
         }
     }
 
+    fn ec(kid: &str) -> Self {
+        let der = pkcs8(&["-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256"]);
+        let key = ring_sig::EcdsaKeyPair::from_pkcs8(
+            &ring_sig::ECDSA_P256_SHA256_FIXED_SIGNING,
+            &der,
+            &SystemRandom::new(),
+        )
+        .expect("EC key");
+        // The uncompressed point: 0x04 || x || y.
+        let point = key.public_key().as_ref();
+        let jwk = json!({
+            "kty": "EC", "kid": kid, "use": "sig", "crv": "P-256",
+            "x": b64(&point[1..33]), "y": b64(&point[33..65]),
+        });
+        Self {
+            kid: kid.to_owned(),
+            signer: Signer::Ec(key),
+            jwk,
+        }
+    }
+
+    fn alg(&self) -> &'static str {
+        match self.signer {
+            Signer::Rsa(_) => "RS256",
+            Signer::Ec(_) => "ES256",
+        }
+    }
+
+    /// A token for `claims`, its header naming `alg` and `kid` as given.
+    fn sign_as(&self, alg: &str, kid: &str, claims: &Value) -> String {
+        let input = signing_input(&json!({"alg": alg, "typ": "JWT", "kid": kid}), claims);
+        let rng = SystemRandom::new();
+        let signature = match &self.signer {
+            Signer::Rsa(key) => {
+                let mut signature = vec![0; key.public().modulus_len()];
+                key.sign(
+                    &ring_sig::RSA_PKCS1_SHA256,
+                    &rng,
+                    input.as_bytes(),
+                    &mut signature,
+                )
+                .unwrap();
+                signature
+            }
+            Signer::Ec(key) => key.sign(&rng, input.as_bytes()).unwrap().as_ref().to_vec(),
+        };
+        format!("{input}.{}", b64(signature))
+    }
+
     fn sign(&self, claims: &Value) -> String {
-        let mut header = Header::new(self.alg);
-        header.kid = Some(self.kid.clone());
-        jsonwebtoken::encode(&header, claims, &self.encoding).expect("sign")
+        self.sign_as(self.alg(), &self.kid, claims)
     }
 }
 
@@ -114,10 +155,7 @@ fn claims(user: &str) -> Value {
 }
 
 fn key_set(keys: &[&TestKey]) -> Value {
-    serde_json::to_value(JwkSet {
-        keys: keys.iter().map(|k| k.jwk.clone()).collect(),
-    })
-    .unwrap()
+    json!({"keys": keys.iter().map(|k| k.jwk.clone()).collect::<Vec<_>>()})
 }
 
 async fn serve_keys(jwks: &MockServer, keys: &[&TestKey]) {
@@ -164,10 +202,6 @@ fn message(body: &Value) -> &str {
     body["error"]["message"].as_str().unwrap_or_default()
 }
 
-fn b64(value: &Value) -> String {
-    URL_SAFE_NO_PAD.encode(value.to_string())
-}
-
 #[tokio::test]
 async fn each_wrong_token_is_refused_with_its_reason() {
     let db = TestDb::sqlite();
@@ -180,7 +214,7 @@ async fn each_wrong_token_is_refused_with_its_reason() {
 
     for key in [&rsa, &ec] {
         let (status, body) = app.as_bearer(&key.sign(&claims("u-1"))).await;
-        assert_eq!(status, 404, "{:?} token let in: {body}", key.alg);
+        assert_eq!(status, 404, "{} token let in: {body}", key.alg());
     }
     // Inside the leeway still counts as valid: clocks differ by a few seconds.
     let mut skewed = claims("u-1");
@@ -215,30 +249,35 @@ async fn each_wrong_token_is_refused_with_its_reason() {
     // Another user's id in the payload, the signature left as it was.
     let genuine = rsa.sign(&claims("u-1"));
     let parts: Vec<&str> = genuine.split('.').collect();
-    let tampered = format!("{}.{}.{}", parts[0], b64(&claims("u-2")), parts[2]);
+    let tampered = format!(
+        "{}.{}.{}",
+        parts[0],
+        b64(claims("u-2").to_string()),
+        parts[2]
+    );
     cases.push(("tampered payload", tampered, "InvalidSignature"));
     // `alg: none`, no signature at all.
     let none = format!(
-        "{}.{}.",
-        b64(&json!({"alg": "none", "typ": "JWT", "kid": "rsa-1"})),
-        b64(&claims("u-1"))
+        "{}.",
+        signing_input(
+            &json!({"alg": "none", "typ": "JWT", "kid": "rsa-1"}),
+            &claims("u-1")
+        )
     );
     cases.push(("alg none", none, "malformed"));
     // HS256 keyed with the RSA key's public JWK: valid HMAC, forged identity.
-    let mut hs = Header::new(Algorithm::HS256);
-    hs.kid = Some("rsa-1".to_owned());
-    let public = serde_json::to_vec(&rsa.jwk).unwrap();
-    let forged = jsonwebtoken::encode(
-        &hs,
+    let input = signing_input(
+        &json!({"alg": "HS256", "typ": "JWT", "kid": "rsa-1"}),
         &claims("u-1"),
-        &EncodingKey::from_secret(&public).unwrap(),
-    )
-    .unwrap();
+    );
+    let secret = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, rsa.jwk.to_string().as_bytes());
+    let forged = format!(
+        "{input}.{}",
+        b64(ring::hmac::sign(&secret, input.as_bytes()))
+    );
     cases.push(("HS256 with the public key", forged, "HS256"));
     // An ES256 token naming the RSA key.
-    let mut crossed = Header::new(Algorithm::ES256);
-    crossed.kid = Some("rsa-1".to_owned());
-    let crossed = jsonwebtoken::encode(&crossed, &claims("u-1"), &ec.encoding).unwrap();
+    let crossed = ec.sign_as("ES256", "rsa-1", &claims("u-1"));
     cases.push(("key of another type", crossed, "is not for ES256"));
     cases.push(("not a JWT", "abc".to_owned(), "malformed"));
 

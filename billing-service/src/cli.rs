@@ -7,11 +7,14 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 
-use crate::configuration::{DatabaseSettings, Settings, process_env};
+use crate::configuration::{DatabaseSettings, Settings, StripeApiSettings, process_env};
 use crate::db::Db;
 use crate::migrate::Migrator;
 use crate::startup::{Application, shutdown_signal};
+use crate::sync::lists::StripeLists;
+use crate::sync::{self as stripe_sync, parse_since};
 use crate::tables::events::{self, EventStatus};
+use crate::webhook::handlers::Handlers;
 
 /// Stripe billing service: checkout, products and signed webhooks.
 ///
@@ -37,6 +40,27 @@ pub enum Command {
     /// Inspect and replay stored webhook events.
     #[command(subcommand)]
     Events(EventsCommand),
+    /// Read from Stripe what webhooks did not bring.
+    #[command(subcommand)]
+    Sync(SyncCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SyncCommand {
+    /// Store the events Stripe has that this service never received (Stripe keeps them 30
+    /// days); the running service processes them like deliveries. Safe to repeat.
+    ///
+    /// Examples:
+    ///   billing-service sync events --since 3d
+    ///   billing-service sync events --since 2026-11-01 --json
+    Events {
+        /// How far back: a duration (3d, 12h) or a date (2026-11-01) or time (RFC 3339, UTC).
+        #[arg(long, default_value = "30d")]
+        since: String,
+        /// The summary as one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -91,6 +115,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Serve => serve().await,
         Command::Migrate(args) => migrate(args).await,
         Command::Events(command) => events(command).await,
+        Command::Sync(command) => sync(command).await,
     }
 }
 
@@ -202,4 +227,44 @@ async fn events(command: EventsCommand) -> anyhow::Result<ExitCode> {
             }
         }
     }
+}
+
+async fn sync(command: SyncCommand) -> anyhow::Result<ExitCode> {
+    let SyncCommand::Events { since, json } = command;
+    let since = match parse_since(&since, std::time::SystemTime::now()) {
+        Ok(since) => since,
+        Err(why) => {
+            eprintln!("billing-service: --since: {why}");
+            return Ok(ExitCode::from(2));
+        }
+    };
+    let database = DatabaseSettings::from_env(&process_env)?;
+    let stripe = StripeLists::new(&StripeApiSettings::from_env(&process_env)?)?;
+    let db = Db::connect(&database).await?;
+    require_migrated(&db, &database).await?;
+    let handlers = Handlers::builtin();
+    let types = handlers.event_types();
+    let recovered = stripe_sync::events::recover(&db, &stripe, &types, since).await?;
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({"since": since, "recovered": recovered})
+        );
+    } else {
+        println!(
+            "Stripe listed {} event(s) created since {}: {} missing here, now stored for \
+             processing; {} received before{}.",
+            recovered.listed,
+            humantime::format_rfc3339_seconds(
+                std::time::UNIX_EPOCH + std::time::Duration::from_secs(since.max(0) as u64)
+            ),
+            recovered.stored,
+            recovered.already_had,
+            match recovered.unreadable {
+                0 => String::new(),
+                n => format!("; {n} unreadable, skipped (see the log)"),
+            }
+        );
+    }
+    Ok(ExitCode::SUCCESS)
 }

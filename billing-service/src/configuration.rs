@@ -483,17 +483,7 @@ impl Settings {
             problems: Vec::new(),
         };
         let database = DatabaseSettings::read(&mut reader);
-        let api_secret_key = match reader.optional("STRIPE_API_SECRET_KEY") {
-            None => {
-                reader
-                    .problems
-                    .push("STRIPE_API_SECRET_KEY is required (sk_test_... or sk_live_...)".into());
-                None
-            }
-            Some(key) => SecretKey::parse(&key)
-                .map_err(|e| reader.problems.push(format!("STRIPE_API_SECRET_KEY: {e}")))
-                .ok(),
-        };
+        let api = StripeApiSettings::read(&mut reader);
         let webhook_secrets = match reader.optional("STRIPE_WEBHOOK_SECRET") {
             None => {
                 reader.problems.push(
@@ -519,13 +509,11 @@ impl Settings {
                     .collect()
             }
         };
-        let api_base = reader.url("STRIPE_API_BASE", "https://api.stripe.com");
         let webhook_tolerance = reader.secs(
             "STRIPE_WEBHOOK_TOLERANCE_SECS",
             Duration::from_secs(300),
             true,
         );
-        let stripe_timeout = reader.secs("STRIPE_TIMEOUT_SECS", Duration::from_secs(10), false);
         let products_cache = reader.secs("PRODUCTS_CACHE_SECS", Duration::from_secs(60), true);
         let catalog = match reader.optional("CATALOG_FILE") {
             None => Catalog::builtin(),
@@ -557,7 +545,7 @@ impl Settings {
         let pod_name = reader
             .optional("POD_NAME")
             .unwrap_or_else(|| gethostname::gethostname().to_string_lossy().into_owned());
-        let (Some(api_secret_key), true) = (api_secret_key, reader.problems.is_empty()) else {
+        let (Some(api), true) = (api, reader.problems.is_empty()) else {
             return Err(ConfigError {
                 problems: reader.problems,
             });
@@ -565,11 +553,11 @@ impl Settings {
         Ok(Self {
             database,
             stripe: StripeSettings {
-                api_secret_key,
+                api_secret_key: api.api_secret_key,
                 webhook_secrets,
-                api_base,
+                api_base: api.api_base,
                 webhook_tolerance,
-                timeout: stripe_timeout,
+                timeout: api.timeout,
                 catalog,
                 products_cache,
             },
@@ -584,6 +572,52 @@ impl Settings {
                 handler_timeout,
                 ..defaults
             },
+        })
+    }
+}
+
+/// What a command that only reads Stripe's API needs (`sync`): no webhook secret, no server.
+#[derive(Debug, Clone)]
+pub struct StripeApiSettings {
+    pub api_secret_key: SecretKey,
+    pub api_base: Url,
+    /// Per attempt.
+    pub timeout: Duration,
+}
+
+impl StripeApiSettings {
+    pub fn from_env(env: &impl Env) -> Result<Self, ConfigError> {
+        let mut reader = Reader {
+            env,
+            problems: Vec::new(),
+        };
+        match (Self::read(&mut reader), reader.problems.is_empty()) {
+            (Some(settings), true) => Ok(settings),
+            _ => Err(ConfigError {
+                problems: reader.problems,
+            }),
+        }
+    }
+
+    /// `None` (with the problem noted) without a usable key.
+    fn read<E: Env>(reader: &mut Reader<'_, E>) -> Option<Self> {
+        let api_secret_key = match reader.optional("STRIPE_API_SECRET_KEY") {
+            None => {
+                reader
+                    .problems
+                    .push("STRIPE_API_SECRET_KEY is required (sk_test_... or sk_live_...)".into());
+                None
+            }
+            Some(key) => SecretKey::parse(&key)
+                .map_err(|e| reader.problems.push(format!("STRIPE_API_SECRET_KEY: {e}")))
+                .ok(),
+        };
+        let api_base = reader.url("STRIPE_API_BASE", "https://api.stripe.com");
+        let timeout = reader.secs("STRIPE_TIMEOUT_SECS", Duration::from_secs(10), false);
+        Some(Self {
+            api_secret_key: api_secret_key?,
+            api_base,
+            timeout,
         })
     }
 }

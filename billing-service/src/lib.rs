@@ -10,6 +10,7 @@
 //! - [`server`]: accepting connections, with a deadline for each request's headers.
 //! - [`routes`]: HTTP handlers, one module per area, and the list of what is routed.
 //! - [`webhook`]: Stripe webhooks: verify, store once, process in the background.
+//! - [`sync`]: reading from Stripe what webhooks did not bring (`billing-service sync`).
 //! - [`checkout`]: starting a subscription, and the redirects back.
 //! - [`portal`]: Stripe's customer portal.
 //! - [`products`]: the catalog's prices from Stripe, cached.
@@ -37,6 +38,7 @@ pub mod routes;
 pub mod server;
 pub mod startup;
 pub mod state;
+pub mod sync;
 pub mod tables;
 pub mod telemetry;
 pub mod webhook;

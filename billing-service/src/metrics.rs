@@ -24,6 +24,11 @@ struct ProcessedLabels {
     outcome: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ApiVersionLabel {
+    api_version: String,
+}
+
 #[derive(Clone)]
 pub struct Metrics {
     inner: Arc<Inner>,
@@ -36,6 +41,7 @@ struct Inner {
     queue_depth: Gauge<i64, AtomicI64>,
     worker_up: Gauge<i64, AtomicI64>,
     latency: Histogram,
+    other_api_version: Family<ApiVersionLabel, Counter>,
 }
 
 impl Default for Metrics {
@@ -71,6 +77,12 @@ impl Default for Metrics {
             "From storing an event to processing it",
             latency.clone(),
         );
+        let other_api_version = Family::<ApiVersionLabel, Counter>::default();
+        registry.register(
+            "webhook_events_other_api_version",
+            "Accepted events rendered in another API version than the one the service reads, by version",
+            other_api_version.clone(),
+        );
         Self {
             inner: Arc::new(Inner {
                 registry,
@@ -79,6 +91,7 @@ impl Default for Metrics {
                 queue_depth,
                 worker_up,
                 latency,
+                other_api_version,
             }),
         }
     }
@@ -103,6 +116,19 @@ impl Metrics {
         if let Some(latency) = latency_secs {
             self.inner.latency.observe(latency);
         }
+    }
+
+    /// Counts an accepted event of another API version; true the first time this process sees
+    /// that version, so that it is logged once rather than per event. Only signed events get
+    /// here, so the label's values are Stripe's.
+    pub fn other_api_version(&self, api_version: &str) -> bool {
+        let counter = self
+            .inner
+            .other_api_version
+            .get_or_create(&ApiVersionLabel {
+                api_version: api_version.to_owned(),
+            });
+        counter.inc() == 0
     }
 
     /// The text exposition, with the queue depth and the worker's state as just measured.

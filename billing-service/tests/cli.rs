@@ -346,3 +346,91 @@ async fn event_commands_on_an_unmigrated_database_say_what_to_run() {
         }
     }
 }
+
+#[tokio::test]
+async fn sync_events_stores_what_stripe_has_and_says_so() {
+    let stripe = stripe_wiremock::StripeDouble::start().await;
+    let now = billing_service::clock::unix_now();
+    for (i, event_type) in ["customer.created", "invoice.paid", "charge.succeeded"]
+        .iter()
+        .enumerate()
+    {
+        let spec = billing_stripe::fixtures::EventSpec {
+            created: now - 3600 * (i as i64 + 1),
+            ..billing_stripe::fixtures::EventSpec::new(event_type, &format!("evt_cli_sync{i}"))
+        };
+        let event = billing_stripe::fixtures::event(&spec).unwrap();
+        stripe.insert(stripe_wiremock::Kind::Event, event);
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}/s.db", dir.path().display());
+    let uri = stripe.uri();
+    let env = [
+        ("DATABASE_URL", url.as_str()),
+        ("STRIPE_API_SECRET_KEY", "sk_test_cli"),
+        ("STRIPE_API_BASE", uri.as_str()),
+    ];
+    assert!(
+        run_async(dir.path(), &["migrate"], &env)
+            .await
+            .status
+            .success()
+    );
+
+    // Two of the three are within the last 2.5 hours.
+    let out = run_async(
+        dir.path(),
+        &["sync", "events", "--since", "150m", "--json"],
+        &env,
+    )
+    .await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        summary["recovered"],
+        serde_json::json!({"listed": 2, "stored": 2, "already_had": 0, "unreadable": 0}),
+        "{summary}"
+    );
+    let again = run_async(dir.path(), &["sync", "events", "--since", "1d"], &env).await;
+    assert!(again.status.success(), "{}", text(&again.stderr));
+    assert!(
+        text(&again.stdout).contains("Stripe listed 3 event(s) created since"),
+        "{}",
+        text(&again.stdout)
+    );
+    assert!(
+        text(&again.stdout).contains(": 1 missing here"),
+        "{}",
+        text(&again.stdout)
+    );
+
+    let bad = run_async(
+        dir.path(),
+        &["sync", "events", "--since", "last week"],
+        &env,
+    )
+    .await;
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(
+        text(&bad.stderr).contains("--since: 'last week' is neither"),
+        "{}",
+        text(&bad.stderr)
+    );
+    // Without a key it says which variable is missing, and never reaches Stripe.
+    let keyless = run_async(
+        dir.path(),
+        &["sync", "events"],
+        &[
+            ("DATABASE_URL", url.as_str()),
+            ("STRIPE_API_BASE", uri.as_str()),
+        ],
+    )
+    .await;
+    assert!(!keyless.status.success());
+    assert!(
+        text(&keyless.stderr).contains("STRIPE_API_SECRET_KEY is required"),
+        "{}",
+        text(&keyless.stderr)
+    );
+    stripe.assert_no_violations();
+}

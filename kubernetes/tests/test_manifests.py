@@ -140,7 +140,8 @@ def manifests(env) -> Manifests:
 
 
 def containers(template: dict) -> list[dict]:
-    return template["spec"]["containers"]
+    """Init containers, then containers."""
+    return template["spec"].get("initContainers", []) + template["spec"]["containers"]
 
 
 def provided_env(manifests: Manifests, container: dict) -> set[str]:
@@ -246,15 +247,19 @@ def secrets_reaching(manifests: Manifests, container: dict) -> set[str]:
     return keys
 
 
-def test_only_the_server_gets_the_stripe_secrets(manifests):
-    """The migration Job and the maintenance CronJob only talk to the database."""
+def test_stripe_secrets_reach_only_what_calls_stripe(manifests):
+    """The server gets both Stripe secrets; the CronJob's `sync events` the API key alone; the
+    migration Job and every other container only the database's credentials."""
+    database = {"DATABASE_USERNAME", "DATABASE_PASSWORD"}
     for name, template in manifests.workloads():
         for container in containers(template):
             keys = secrets_reaching(manifests, container)
             if name.startswith("Deployment/"):
                 assert {"STRIPE_API_SECRET_KEY", "STRIPE_WEBHOOK_SECRET"} <= keys, name
+            elif container.get("args", [])[:2] == ["sync", "events"]:
+                assert keys == database | {"STRIPE_API_SECRET_KEY"}, f"{name}: {sorted(keys)}"
             else:
-                assert keys == {"DATABASE_USERNAME", "DATABASE_PASSWORD"}, f"{name}: {sorted(keys)}"
+                assert keys == database, f"{name}/{container['name']}: {sorted(keys)}"
 
 
 def test_migration_job(manifests):
@@ -270,13 +275,18 @@ def test_migration_job(manifests):
     assert container["args"] == ["migrate"]
 
 
-def test_cronjob_is_suspended_and_runs_a_service_command(manifests):
+def test_cronjob_is_suspended_and_recovers_then_replays(manifests):
     cronjob = manifests.one("CronJob")
     assert cronjob["apiVersion"] == "batch/v1"
     assert cronjob["spec"]["suspend"] is True
-    (container,) = containers(cronjob["spec"]["jobTemplate"]["spec"]["template"])
-    assert container.get("command") is None
-    assert container["args"] == ["events", "replay", "--failed"]
+    pod = cronjob["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+    (sync,) = pod["initContainers"]
+    (replay,) = pod["containers"]
+    for container in (sync, replay):
+        assert container.get("command") is None
+    # Stripe retries a delivery for three days: what is older than that was lost.
+    assert sync["args"] == ["sync", "events", "--since", "3d"]
+    assert replay["args"] == ["events", "replay", "--failed"]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -334,12 +344,12 @@ def test_database_tls_is_verified_in_production_with_the_ca_mounted_everywhere(m
         return
     folder = root.rsplit("/", 1)[0]
     for name, template in manifests.workloads():
-        (container,) = containers(template)
-        mounts = {m["mountPath"]: m["name"] for m in container.get("volumeMounts", [])}
-        assert folder in mounts, f"{name} does not mount {folder}, where DATABASE_SSL_ROOT_CERT is"
-        volumes = {v["name"]: v for v in template["spec"].get("volumes", [])}
-        volume = volumes[mounts[folder]]
-        assert volume.get("configMap", {}).get("name") == "rds-ca-bundle", f"{name}: {volume}"
+        for container in containers(template):
+            mounts = {m["mountPath"]: m["name"] for m in container.get("volumeMounts", [])}
+            assert folder in mounts, f"{name}/{container['name']} does not mount {folder}, where DATABASE_SSL_ROOT_CERT is"
+            volumes = {v["name"]: v for v in template["spec"].get("volumes", [])}
+            volume = volumes[mounts[folder]]
+            assert volume.get("configMap", {}).get("name") == "rds-ca-bundle", f"{name}: {volume}"
 
 
 def test_external_secret(manifests, env):
@@ -587,12 +597,12 @@ def test_workload_commands_exist(env):
     """Each workload's args name a command the binary knows (`--help` after them exits 0)."""
     binary = billing_service_bin()
     for name, template in _manifests(env).workloads():
-        (container,) = containers(template)
-        args = container.get("args", [])
-        result = subprocess.run(
-            [binary, *args, "--help"], capture_output=True, text=True, timeout=30, check=False, env={"PATH": "/usr/bin:/bin"}
-        )
-        assert result.returncode == 0, f"{name}: billing-service {' '.join(args)} is not a command:\n{result.stderr}"
+        for container in containers(template):
+            args = container.get("args", [])
+            result = subprocess.run(
+                [binary, *args, "--help"], capture_output=True, text=True, timeout=30, check=False, env={"PATH": "/usr/bin:/bin"}
+            )
+            assert result.returncode == 0, f"{name}: billing-service {' '.join(args)} is not a command:\n{result.stderr}"
 
 
 def test_probes_are_served_by_the_service(tmp_path):
@@ -909,13 +919,15 @@ def test_every_pod_reaches_dns_and_the_database(manifests):
 
 
 def test_only_the_pods_that_call_stripe_get_https_out(manifests):
-    """The server calls Stripe (and, with AUTH_MODE=jwt, fetches the JWKS). The migration Job and
-    the CronJob hold no Stripe key and get no port 443."""
+    """The server calls Stripe (and, with AUTH_MODE=jwt, fetches the JWKS), and so does the
+    CronJob's `sync events`. The migration Job holds no Stripe key and gets no port 443."""
     for name, template in manifests.workloads():
         ports = egress_of(manifests, pod_labels(template))
         assert ANY not in ports, f"{name}'s pods may connect anywhere"
-        (container,) = containers(template)
-        calls_stripe = "STRIPE_API_SECRET_KEY" in secrets_reaching(manifests, container)
+        calls_stripe = any(
+            "STRIPE_API_SECRET_KEY" in secrets_reaching(manifests, container)
+            for container in containers(template)
+        )
         if calls_stripe:
             assert (443, "TCP") in ports, f"{name} holds the Stripe key but cannot reach Stripe (443)"
         else:

@@ -259,7 +259,9 @@ pub async fn apply(
                     .map_err(|e| fail(e, &outcome.done))?;
                 outcome.done.push(format!("updated webhook endpoint {id}"));
             }
-            Action::MissingEndpoint
+            // Nothing the API can do: the plan's line says what to do by hand.
+            Action::EndpointApiVersion { .. }
+            | Action::MissingEndpoint
             | Action::KeepProduct { .. }
             | Action::KeepPrice { .. }
             | Action::KeepEndpoint { .. } => continue,

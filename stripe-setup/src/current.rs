@@ -56,6 +56,7 @@ pub async fn read(
                 url: e.url,
                 enabled_events,
                 status: e.status,
+                api_version: e.api_version,
             }
         });
     Ok(Current {

@@ -53,6 +53,8 @@ pub struct CurrentEndpoint {
     pub enabled_events: Vec<String>,
     /// `enabled` or `disabled`.
     pub status: String,
+    /// The version Stripe renders this endpoint's events in; `None`: the account's default.
+    pub api_version: Option<String>,
 }
 
 /// What exists in the account, for one environment.
@@ -113,6 +115,13 @@ pub enum Action {
     },
     /// `status` without `--webhook-url` cannot create an endpoint; it can only say one is missing.
     MissingEndpoint,
+    /// Stripe renders the endpoint's events in another API version than the service reads, and
+    /// cannot change an endpoint's version: it takes a new endpoint (and a new signing secret).
+    EndpointApiVersion {
+        id: String,
+        has: String,
+        wants: String,
+    },
 }
 
 impl Action {
@@ -163,6 +172,11 @@ impl Action {
                 "+ create webhook endpoint (none found for this environment; `init --webhook-url` creates it)"
                     .to_owned()
             }
+            Action::EndpointApiVersion { id, has, wants } => format!(
+                "! webhook endpoint {id} sends events in API version {has}; the service reads {wants}. \
+                 Stripe cannot change an endpoint's version: delete the endpoint in the Dashboard and \
+                 run `init --webhook-url ...` again, then deploy the new signing secret"
+            ),
         }
     }
 }
@@ -178,6 +192,8 @@ pub struct Counts {
     pub create: usize,
     pub update: usize,
     pub archive: usize,
+    /// What only a person can do (see [`Action::EndpointApiVersion`]).
+    pub by_hand: usize,
 }
 
 impl Plan {
@@ -297,6 +313,17 @@ impl Plan {
                         enable,
                     }
                 });
+                if let Some(has) = endpoint
+                    .api_version
+                    .as_deref()
+                    .filter(|v| *v != billing_stripe::API_VERSION)
+                {
+                    actions.push(Action::EndpointApiVersion {
+                        id: endpoint.id.clone(),
+                        has: has.to_owned(),
+                        wants: billing_stripe::API_VERSION.to_owned(),
+                    });
+                }
             }
         }
         Plan { actions }
@@ -318,6 +345,7 @@ impl Plan {
                 | Action::UpdatePrice { .. }
                 | Action::UpdateEndpoint { .. } => counts.update += 1,
                 Action::ArchivePrice { .. } => counts.archive += 1,
+                Action::EndpointApiVersion { .. } => counts.by_hand += 1,
                 Action::KeepProduct { .. }
                 | Action::KeepPrice { .. }
                 | Action::KeepEndpoint { .. } => {}
@@ -338,8 +366,14 @@ impl Plan {
             let c = self.counts();
             let _ = writeln!(
                 out,
-                "Plan: {} to create, {} to update, {} to archive.",
-                c.create, c.update, c.archive
+                "Plan: {} to create, {} to update, {} to archive{}.",
+                c.create,
+                c.update,
+                c.archive,
+                match c.by_hand {
+                    0 => String::new(),
+                    n => format!(", {n} to do by hand (marked !)"),
+                }
             );
         } else {
             out.push_str("No changes. The Stripe account matches the catalog.\n");
@@ -388,6 +422,7 @@ mod tests {
                 url: URL.into(),
                 enabled_events: catalog.webhook.enabled_events.clone(),
                 status: "enabled".into(),
+                api_version: Some(billing_stripe::API_VERSION.into()),
             }),
         }
     }
@@ -401,7 +436,8 @@ mod tests {
             Counts {
                 create: 5,
                 update: 0,
-                archive: 0
+                archive: 0,
+                by_hand: 0
             }
         );
         let text = plan.render();
@@ -441,7 +477,8 @@ mod tests {
             Counts {
                 create: 1,
                 update: 0,
-                archive: 1
+                archive: 1,
+                by_hand: 0
             }
         );
         let old = current.prices[0].clone();
@@ -468,7 +505,8 @@ mod tests {
             Counts {
                 create: 2,
                 update: 0,
-                archive: 2
+                archive: 2,
+                by_hand: 0
             }
         );
     }
@@ -484,7 +522,8 @@ mod tests {
             Counts {
                 create: 4,
                 update: 0,
-                archive: 3
+                archive: 3,
+                by_hand: 0
             }
         );
     }
@@ -502,7 +541,8 @@ mod tests {
             Counts {
                 create: 0,
                 update: 1,
-                archive: 0
+                archive: 0,
+                by_hand: 0
             }
         );
         let text = plan.render();
@@ -518,6 +558,28 @@ mod tests {
     }
 
     #[test]
+    fn an_endpoint_on_another_api_version_is_drift_only_a_person_can_fix() {
+        let catalog = Catalog::builtin();
+        let mut current = in_sync(&catalog);
+        current.endpoint.as_mut().unwrap().api_version = Some("2024-06-20".into());
+        let plan = Plan::new(&catalog, Some(URL), &current);
+        assert!(plan.has_changes());
+        assert_eq!(plan.counts().by_hand, 1);
+        let text = plan.render();
+        assert!(
+            text.contains(&format!(
+                "! webhook endpoint we_1 sends events in API version 2024-06-20; the service reads {}",
+                billing_stripe::API_VERSION
+            )),
+            "{text}"
+        );
+        assert!(text.contains("1 to do by hand"), "{text}");
+        // The account's default version (no version on the endpoint) is not known here.
+        current.endpoint.as_mut().unwrap().api_version = None;
+        assert!(!Plan::new(&catalog, Some(URL), &current).has_changes());
+    }
+
+    #[test]
     fn nickname_and_name_changes_are_updates() {
         let catalog = Catalog::builtin();
         let mut current = in_sync(&catalog);
@@ -529,7 +591,8 @@ mod tests {
             Counts {
                 create: 0,
                 update: 2,
-                archive: 0
+                archive: 0,
+                by_hand: 0
             }
         );
     }

@@ -18,6 +18,7 @@ pub enum Kind {
     Customer,
     CheckoutSession,
     BillingPortalSession,
+    Event,
 }
 
 impl Kind {
@@ -29,6 +30,7 @@ impl Kind {
             Kind::Customer => "cus_",
             Kind::CheckoutSession => "cs_test_",
             Kind::BillingPortalSession => "bps_",
+            Kind::Event => "evt_",
         }
     }
 
@@ -40,6 +42,7 @@ impl Kind {
             Kind::Customer => "customer",
             Kind::CheckoutSession => "checkout session",
             Kind::BillingPortalSession => "billing portal session",
+            Kind::Event => "event",
         }
     }
 }
@@ -118,6 +121,12 @@ impl Store {
         (200, object)
     }
 
+    /// Stores an object as given, its id and `created` included (test set-up: events Stripe
+    /// has, made by the fixtures).
+    pub fn insert(&mut self, kind: Kind, object: Value) {
+        self.list_mut(kind).push(object);
+    }
+
     /// Applies a change to a stored object (test set-up, e.g. completing a Checkout Session).
     pub fn patch(&mut self, kind: Kind, id: &str, patch: &Value) -> Option<Value> {
         let object = self.get_mut(kind, id)?;
@@ -183,6 +192,8 @@ impl Store {
             ("POST", ["checkout", "sessions"]) => self.create_checkout_session(params),
             ("GET", ["checkout", "sessions", id]) => self.retrieve(Kind::CheckoutSession, id),
             ("POST", ["billing_portal", "sessions"]) => self.create_portal_session(params),
+            ("GET", ["events"]) => self.list(Kind::Event, params, "/v1/events", event_filter),
+            ("GET", ["events", id]) => self.retrieve(Kind::Event, id),
             _ => error(
                 404,
                 &format!("Unrecognized request URL ({method}: {path})."),
@@ -215,8 +226,8 @@ impl Store {
                 Some("parameter_invalid_integer"),
             );
         }
-        // Newest first, as Stripe lists.
-        let matching: Vec<&Value> = self
+        // Newest first, as Stripe lists; of one second, the later stored first.
+        let mut matching: Vec<&Value> = self
             .objects
             .get(&kind)
             .into_iter()
@@ -224,16 +235,15 @@ impl Store {
             .rev()
             .filter(|o| keep(params, o))
             .collect();
+        matching.sort_by_key(|o| std::cmp::Reverse(o["created"].as_i64().unwrap_or(0)));
+        // A cursor is a position in that order, not a time: many objects share a second.
         let start = match params.get("starting_after").and_then(Value::as_str) {
             Some(after) => match self.get(kind, after) {
                 None => return missing(kind, after, "starting_after"),
-                Some(anchor) => {
-                    let created = anchor["created"].as_i64().unwrap_or(0);
-                    matching
-                        .iter()
-                        .position(|o| o["created"].as_i64().unwrap_or(0) < created)
-                        .unwrap_or(matching.len())
-                }
+                Some(_) => matching
+                    .iter()
+                    .position(|o| o["id"] == after)
+                    .map_or(matching.len(), |at| at + 1),
             },
             None => 0,
         };
@@ -602,6 +612,31 @@ fn merge_metadata(object: &mut Value, params: &Value) {
     }
 }
 
+/// `GET /v1/events`: `type`, `types[]` and `created` (an integer, or `gt`/`gte`/`lt`/`lte`).
+fn event_filter(params: &Value, event: &Value) -> bool {
+    let of_type = params.get("type").is_none_or(|t| *t == event["type"])
+        && params
+            .get("types")
+            .and_then(Value::as_array)
+            .is_none_or(|types| types.contains(&event["type"]));
+    let created = event["created"].as_i64().unwrap_or(0);
+    let in_range = match params.get("created") {
+        None => true,
+        Some(Value::Object(range)) => range.iter().all(|(op, bound)| {
+            let bound = bound.as_i64().unwrap_or(0);
+            match op.as_str() {
+                "gt" => created > bound,
+                "gte" => created >= bound,
+                "lt" => created < bound,
+                "lte" => created <= bound,
+                _ => true,
+            }
+        }),
+        Some(exact) => exact.as_i64() == Some(created),
+    };
+    of_type && in_range
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -640,6 +675,50 @@ mod tests {
             &json!({"starting_after": "prod_nope"}),
         );
         assert_eq!(bad.0, 400);
+    }
+
+    #[test]
+    fn events_of_one_second_page_by_position_and_filter_by_type_and_time() {
+        let mut store = Store::default();
+        for i in 0..7 {
+            let event_type = if i == 3 {
+                "product.created"
+            } else {
+                "customer.created"
+            };
+            let created = if i < 5 { 100 } else { 200 };
+            store.insert(
+                Kind::Event,
+                json!({"id": format!("evt_{i}"), "type": event_type, "created": created}),
+            );
+        }
+        let params = |after: Option<&str>| {
+            let mut p = json!({"limit": 2, "types": ["customer.created"], "created": {"gte": 100}});
+            if let Some(after) = after {
+                p["starting_after"] = json!(after);
+            }
+            p
+        };
+        let mut seen = Vec::new();
+        let mut after: Option<String> = None;
+        loop {
+            let page = ok(store.handle("GET", "/v1/events", &params(after.as_deref())));
+            let ids: Vec<String> = page["data"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|e| e["id"].as_str().unwrap().to_owned())
+                .collect();
+            seen.extend(ids.clone());
+            if page["has_more"] != true {
+                break;
+            }
+            after = ids.last().cloned();
+        }
+        // Newest first; five events share second 100 and none is skipped or repeated.
+        assert_eq!(seen, ["evt_6", "evt_5", "evt_4", "evt_2", "evt_1", "evt_0"]);
+        let later = ok(store.handle("GET", "/v1/events", &json!({"created": {"gt": 100}})));
+        assert_eq!(later["data"].as_array().unwrap().len(), 2);
     }
 
     #[test]

@@ -66,6 +66,7 @@ async fn receive(
             if !duplicate {
                 state.wake_worker.notify_one();
             }
+            note_api_version(&state, &envelope);
             tracing::info!(event_id = envelope.id.as_str(), event_type = %envelope.event_type, duplicate, "webhook accepted");
             Ok(Json(json!({
                 "received": true,
@@ -121,4 +122,21 @@ async fn read_and_accept(
         unix_now(),
     )
     .await
+}
+
+/// An event rendered in another API version than the one the service reads may carry fields
+/// where the handlers do not look (Stripe renders it in the endpoint's version): counted by
+/// version, logged the first time, so that an endpoint left on an old version is noticed.
+fn note_api_version(state: &AppState, envelope: &Envelope) {
+    let Some(version) = envelope.api_version.as_deref() else {
+        return;
+    };
+    if version != billing_stripe::API_VERSION && state.metrics.other_api_version(version) {
+        tracing::warn!(
+            api_version = version,
+            expected = billing_stripe::API_VERSION,
+            "events arrive in another Stripe API version than the service reads; set the webhook \
+             endpoint's version (`stripe-setup status` shows it)"
+        );
+    }
 }

@@ -85,17 +85,7 @@ struct Delivery {
 
 impl Delivery {
     fn as_new_event(&self) -> NewEvent<'_> {
-        let envelope = &self.envelope;
-        NewEvent {
-            id: envelope.id.as_str(),
-            event_type: &envelope.event_type,
-            created: envelope.created,
-            livemode: envelope.livemode,
-            api_version: envelope.api_version.as_deref(),
-            account: envelope.account.as_deref(),
-            object_id: envelope.object_id.as_deref(),
-            payload: &self.payload,
-        }
+        self.envelope.as_new_event(&self.payload)
     }
 }
 

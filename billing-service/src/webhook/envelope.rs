@@ -10,6 +10,8 @@ use std::marker::PhantomData;
 use serde::Deserialize;
 use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
 
+use crate::tables::events::NewEvent;
+
 /// A Stripe event id (`evt_...`), the key that makes a repeat delivery recognisable.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StripeEventId(String);
@@ -154,6 +156,20 @@ impl<'de> Visitor<'de> for Readable {
 
 impl Envelope {
     /// Reads the envelope of an event: UTF-8 JSON text holding one object, readable whole.
+    /// The row that stores this event, with `payload` (its text exactly as received).
+    pub fn as_new_event<'a>(&'a self, payload: &'a str) -> NewEvent<'a> {
+        NewEvent {
+            id: self.id.as_str(),
+            event_type: &self.event_type,
+            created: self.created,
+            livemode: self.livemode,
+            api_version: self.api_version.as_deref(),
+            account: self.account.as_deref(),
+            object_id: self.object_id.as_deref(),
+            payload,
+        }
+    }
+
     pub fn parse(body: &[u8]) -> Result<Self, EnvelopeError> {
         Self::parse_str(Self::text(body)?)
     }

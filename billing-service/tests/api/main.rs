@@ -12,4 +12,5 @@ mod migrations;
 mod openapi;
 mod ownership;
 mod status;
+mod sync_events;
 mod webhooks;

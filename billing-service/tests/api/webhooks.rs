@@ -810,3 +810,31 @@ async fn an_event_is_never_acknowledged_unless_stored() {
     assert_eq!(app.wait_processed("evt_outage").await.status, "processed");
     app.stop().await;
 }
+
+#[tokio::test]
+async fn events_of_another_api_version_are_counted_by_version() {
+    let db = test_support::db::TestDb::sqlite();
+    let app = spawn_app(&db.url).await;
+    for (id, version) in [
+        ("evt_v_old_1", "2024-06-20"),
+        ("evt_v_old_2", "2024-06-20"),
+        ("evt_v_current", billing_stripe::API_VERSION),
+    ] {
+        let mut event: Value =
+            serde_json::from_str(&event_json(&EventSpec::new("customer.created", id))).unwrap();
+        event["api_version"] = json!(version);
+        assert_eq!(app.deliver(&event.to_string()).await.status(), 200);
+    }
+    let metrics = app.get("/metrics").await.text().await.unwrap();
+    assert!(
+        metrics.contains(
+            r#"billing_webhook_events_other_api_version_total{api_version="2024-06-20"} 2"#
+        ),
+        "{metrics}"
+    );
+    assert!(
+        !metrics.contains(&format!(r#"api_version="{}""#, billing_stripe::API_VERSION)),
+        "{metrics}"
+    );
+    app.stop().await;
+}

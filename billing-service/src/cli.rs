@@ -11,7 +11,7 @@ use crate::configuration::{DatabaseSettings, Settings, StripeApiSettings, proces
 use crate::db::Db;
 use crate::migrate::Migrator;
 use crate::startup::{Application, shutdown_signal};
-use crate::sync::lists::StripeLists;
+use crate::stripe_reader::StripeReader;
 use crate::sync::{self as stripe_sync, parse_since};
 use crate::tables::events::{self, EventStatus};
 use crate::webhook::handlers::Handlers;
@@ -239,7 +239,7 @@ async fn sync(command: SyncCommand) -> anyhow::Result<ExitCode> {
         }
     };
     let database = DatabaseSettings::from_env(&process_env)?;
-    let stripe = StripeLists::new(&StripeApiSettings::from_env(&process_env)?)?;
+    let stripe = StripeReader::new(&StripeApiSettings::from_env(&process_env)?)?;
     let db = Db::connect(&database).await?;
     require_migrated(&db, &database).await?;
     let handlers = Handlers::builtin();

@@ -10,6 +10,7 @@
 //! - [`server`]: accepting connections, with a deadline for each request's headers.
 //! - [`routes`]: HTTP handlers, one module per area, and the list of what is routed.
 //! - [`webhook`]: Stripe webhooks: verify, store once, process in the background.
+//! - [`stripe_reader`]: Stripe's API read as raw JSON, for `sync` and for settling ties.
 //! - [`sync`]: reading from Stripe what webhooks did not bring (`billing-service sync`).
 //! - [`checkout`]: starting a subscription, and the redirects back.
 //! - [`portal`]: Stripe's customer portal.
@@ -38,6 +39,7 @@ pub mod routes;
 pub mod server;
 pub mod startup;
 pub mod state;
+pub mod stripe_reader;
 pub mod sync;
 pub mod tables;
 pub mod telemetry;

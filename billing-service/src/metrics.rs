@@ -29,6 +29,12 @@ struct ApiVersionLabel {
     api_version: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TieLabels {
+    r#type: String,
+    settled: &'static str,
+}
+
 #[derive(Clone)]
 pub struct Metrics {
     inner: Arc<Inner>,
@@ -42,6 +48,7 @@ struct Inner {
     worker_up: Gauge<i64, AtomicI64>,
     latency: Histogram,
     other_api_version: Family<ApiVersionLabel, Counter>,
+    ties: Family<TieLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -83,6 +90,12 @@ impl Default for Metrics {
             "Accepted events rendered in another API version than the one the service reads, by version",
             other_api_version.clone(),
         );
+        let ties = Family::<TieLabels, Counter>::default();
+        registry.register(
+            "webhook_same_second_ties",
+            "Events of the same second as their object's stored state, by type and how settled (stripe: Stripe's current object written; kept: Stripe unreadable, the later-processed event wins)",
+            ties.clone(),
+        );
         Self {
             inner: Arc::new(Inner {
                 registry,
@@ -92,6 +105,7 @@ impl Default for Metrics {
                 worker_up,
                 latency,
                 other_api_version,
+                ties,
             }),
         }
     }
@@ -129,6 +143,16 @@ impl Metrics {
                 api_version: api_version.to_owned(),
             });
         counter.inc() == 0
+    }
+
+    pub fn tie(&self, event_type: &str, settled: &'static str) {
+        self.inner
+            .ties
+            .get_or_create(&TieLabels {
+                r#type: event_type.to_owned(),
+                settled,
+            })
+            .inc();
     }
 
     /// The text exposition, with the queue depth and the worker's state as just measured.

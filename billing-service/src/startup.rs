@@ -24,7 +24,7 @@ use tower_http::trace::TraceLayer;
 use tracing::Span;
 
 use crate::auth::Authenticator;
-use crate::configuration::{AuthSettings, Settings};
+use crate::configuration::{AuthSettings, Settings, StripeApiSettings};
 use crate::db::Db;
 use crate::error::ApiError;
 use crate::metrics::Metrics;
@@ -33,8 +33,9 @@ use crate::products::Products;
 use crate::routes;
 use crate::server;
 use crate::state::AppState;
+use crate::stripe_reader::StripeReader;
 use crate::webhook::batch::Batcher;
-use crate::webhook::handlers::Handlers;
+use crate::webhook::handlers::{Handlers, TieResolver};
 use crate::webhook::receive::BodyBudget;
 use crate::webhook::worker::{Worker, WorkerHealth};
 
@@ -77,13 +78,20 @@ impl Application {
         let metrics = Metrics::default();
         let wake_worker = Arc::new(Notify::new());
         let webhook_batcher = Batcher::start(db.clone());
+        let reader = StripeReader::new(&StripeApiSettings {
+            api_secret_key: settings.stripe.api_secret_key.clone(),
+            api_base: settings.stripe.api_base.clone(),
+            timeout: settings.stripe.timeout,
+        })
+        .context("setting up the Stripe reader")?;
         let worker = Worker::new(
             db.clone(),
             handlers,
             settings.worker.clone(),
             metrics.clone(),
             wake_worker.clone(),
-        );
+        )
+        .resolving_ties_with(TieResolver::new(Arc::new(reader), metrics.clone()));
         Ok(Self {
             listener,
             state: AppState {

@@ -19,6 +19,8 @@ use crate::form;
 // are not built from it); `vendored_copy_matches_shared` fails when the two drift apart where
 // that snapshot is present.
 static REQUESTS_JSON: &str = include_str!("../stripe-openapi/requests.json");
+/// Operations called since the shared snapshot was made, in the same format (see its `source`).
+static EXTRA_REQUESTS_JSON: &str = include_str!("../stripe-openapi/requests.extra.json");
 
 /// API versions the live API knows that the embedded spec snapshot predates. async-stripe
 /// `1.0.0-rc.10` (and so `billing_stripe::API_VERSION`) is generated for the first.
@@ -83,7 +85,11 @@ impl Operation {
 /// Every operation in the spec, loaded once per process.
 pub fn operations() -> &'static [Operation] {
     static OPS: OnceLock<Vec<Operation>> = OnceLock::new();
-    OPS.get_or_init(|| load(REQUESTS_JSON))
+    OPS.get_or_init(|| {
+        let mut ops = load(REQUESTS_JSON);
+        ops.extend(load(EXTRA_REQUESTS_JSON));
+        ops
+    })
 }
 
 /// The operation for a request, if the spec has one.
@@ -172,6 +178,22 @@ mod tests {
                 "{shared} missing"
             ),
         }
+    }
+
+    #[test]
+    fn the_extra_operations_are_not_in_the_snapshot() {
+        let snapshot = load(REQUESTS_JSON);
+        for extra in load(EXTRA_REQUESTS_JSON) {
+            assert!(
+                !snapshot
+                    .iter()
+                    .any(|op| op.method == extra.method && op.path == extra.path),
+                "{} {} is in requests.json now: remove it from requests.extra.json",
+                extra.method,
+                extra.path
+            );
+        }
+        assert!(find("GET", "/v1/subscriptions/sub_1").is_some());
     }
 
     #[test]

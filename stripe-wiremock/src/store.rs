@@ -19,6 +19,7 @@ pub enum Kind {
     CheckoutSession,
     BillingPortalSession,
     Event,
+    Subscription,
 }
 
 impl Kind {
@@ -31,6 +32,7 @@ impl Kind {
             Kind::CheckoutSession => "cs_test_",
             Kind::BillingPortalSession => "bps_",
             Kind::Event => "evt_",
+            Kind::Subscription => "sub_",
         }
     }
 
@@ -43,6 +45,7 @@ impl Kind {
             Kind::CheckoutSession => "checkout session",
             Kind::BillingPortalSession => "billing portal session",
             Kind::Event => "event",
+            Kind::Subscription => "subscription",
         }
     }
 }
@@ -194,6 +197,7 @@ impl Store {
             ("POST", ["billing_portal", "sessions"]) => self.create_portal_session(params),
             ("GET", ["events"]) => self.list(Kind::Event, params, "/v1/events", event_filter),
             ("GET", ["events", id]) => self.retrieve(Kind::Event, id),
+            ("GET", ["subscriptions", id]) => self.retrieve(Kind::Subscription, id),
             _ => error(
                 404,
                 &format!("Unrecognized request URL ({method}: {path})."),

@@ -8,8 +8,8 @@
 
 use serde::Serialize;
 
-use super::lists::{ListError, StripeLists};
 use crate::db::Db;
+use crate::stripe_reader::{ReadError, StripeReader};
 use crate::tables::events::{self, NewEvent};
 use crate::webhook::envelope::Envelope;
 
@@ -31,7 +31,7 @@ pub struct Recovered {
 #[derive(Debug, thiserror::Error)]
 pub enum RecoverError {
     #[error(transparent)]
-    Stripe(#[from] ListError),
+    Stripe(#[from] ReadError),
     #[error("cannot store the events: {0}")]
     Database(#[from] sqlx::Error),
 }
@@ -40,7 +40,7 @@ pub enum RecoverError {
 /// ones. Safe to run again, or beside the service: a second run stores nothing.
 pub async fn recover(
     db: &Db,
-    stripe: &StripeLists,
+    stripe: &StripeReader,
     types: &[&str],
     since: i64,
 ) -> Result<Recovered, RecoverError> {

@@ -1,11 +1,9 @@
 //! Stripe as the source of truth: reading what Stripe has that webhooks did not bring.
 //!
-//! - [`lists`]: Stripe's list endpoints, page by page, retried on rate limits and outages.
 //! - [`events`]: `billing-service sync events`, storing the events this service never received,
 //!   for the worker to process as if they had been delivered.
 
 pub mod events;
-pub mod lists;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 

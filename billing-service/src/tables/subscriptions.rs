@@ -11,6 +11,10 @@
 //! - `payment_status`: from invoice events, ordered by their own `created`
 //!   (`payment_event_created`), independently of the subscription's events.
 //!
+//! Two subscription events of the same second leave their order unknown (Stripe's `created` has
+//! whole seconds); the handler then writes Stripe's current object, with that second, which
+//! `<=` lets through ([`event_created_of`] tells it the stored second).
+//!
 //! A row may exist before the subscription's own events: checkout and invoice events can come
 //! first. It is then a placeholder (`incomplete`, `event_created = 0`) that the subscription's
 //! events overwrite, whatever their order.
@@ -73,6 +77,19 @@ pub async fn apply_event<'c>(
     .execute(conn)
     .await?;
     Ok(())
+}
+
+/// The `created` of the newest subscription event applied to the row (0 for a placeholder).
+pub async fn event_created_of<'c>(
+    conn: impl Executor<'c, Database = Any>,
+    id: &str,
+) -> Result<Option<i64>, sqlx::Error> {
+    sqlx::query("SELECT event_created FROM subscriptions WHERE id = $1")
+        .bind(id)
+        .fetch_optional(conn)
+        .await?
+        .map(|row| row.try_get::<i64, _>("event_created"))
+        .transpose()
 }
 
 /// Records that a subscription exists before its own events have arrived, and fills its user

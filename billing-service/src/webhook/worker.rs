@@ -24,7 +24,7 @@ use sqlx::{AnyConnection, Connection};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use super::handlers::{Event, HandlerError, Handlers};
+use super::handlers::{Event, HandlerError, Handlers, TieResolver};
 use crate::clock::now_ms;
 use crate::configuration::WorkerSettings;
 use crate::db::{self, Db, Engine};
@@ -39,6 +39,7 @@ pub struct Worker {
     settings: WorkerSettings,
     metrics: Metrics,
     wake: Arc<Notify>,
+    ties: Option<TieResolver>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -158,7 +159,15 @@ impl Worker {
             settings,
             metrics,
             wake,
+            ties: None,
         }
+    }
+
+    /// Lets handlers settle same-second ties with Stripe's current objects
+    /// ([`Event::ties`]).
+    pub fn resolving_ties_with(mut self, ties: TieResolver) -> Self {
+        self.ties = Some(ties);
+        self
     }
 
     /// Processes one batch; returns how many events it claimed (0: nothing was due).
@@ -286,6 +295,7 @@ impl Worker {
                         created: row.created,
                         payload,
                         attempt: row.attempt,
+                        ties: self.ties.clone(),
                     },
                 )),
                 Err(e) => {

@@ -28,6 +28,9 @@ pub fn test_settings(db_url: &str) -> Settings {
             "STRIPE_API_SECRET_KEY" => Some("sk_test_123".into()),
             "STRIPE_WEBHOOK_SECRET" => Some(WEBHOOK_SECRET.into()),
             "DATABASE_URL" => Some(db_url.clone()),
+            // Nothing listens there: a test that needs Stripe points this at the double, and
+            // anything else asking Stripe fails at once instead of waiting on the network.
+            "STRIPE_API_BASE" => Some("http://127.0.0.1:9".into()),
             "SERVER_PORT" => Some("0".into()),
             "POD_NAME" => Some("test-pod".into()),
             _ => None,

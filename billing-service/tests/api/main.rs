@@ -13,4 +13,5 @@ mod openapi;
 mod ownership;
 mod status;
 mod sync_events;
+mod ties;
 mod webhooks;

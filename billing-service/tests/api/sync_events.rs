@@ -6,8 +6,8 @@
 use std::time::Duration;
 
 use billing_service::configuration::StripeApiSettings;
+use billing_service::stripe_reader::StripeReader;
 use billing_service::sync::events::{Recovered, recover};
-use billing_service::sync::lists::StripeLists;
 use billing_service::webhook::handlers::Handlers;
 use billing_stripe::SecretKey;
 use billing_stripe::fixtures::{self, EventSpec, SUPPORTED};
@@ -19,8 +19,8 @@ use crate::helpers::{event_state, spawn_app_with, test_settings};
 
 const SINCE: i64 = 1_790_000_000;
 
-fn lists(stripe: &StripeDouble) -> StripeLists {
-    StripeLists::new(&StripeApiSettings {
+fn lists(stripe: &StripeDouble) -> StripeReader {
+    StripeReader::new(&StripeApiSettings {
         api_secret_key: SecretKey::parse("sk_test_sync").unwrap(),
         api_base: stripe.uri().parse().unwrap(),
         timeout: Duration::from_secs(5),

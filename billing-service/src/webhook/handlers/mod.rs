@@ -41,6 +41,9 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use serde::de::DeserializeOwned;
+
+use crate::metrics::Metrics;
+use crate::stripe_reader::StripeReader;
 use serde::{Deserialize, Deserializer};
 use sqlx::AnyConnection;
 
@@ -53,6 +56,46 @@ pub struct Event {
     pub payload: serde_json::Value,
     /// Which attempt at this event this is, from 1.
     pub attempt: u32,
+    /// How to settle a tie with the stored state, when the service can read Stripe.
+    pub ties: Option<TieResolver>,
+}
+
+/// Settles an event whose `created` is the same second as the state already stored for its
+/// object: Stripe's `created` has no finer grain, so which of the two is newer is unknown (a
+/// `customer.subscription.created` and its `.updated` often share a second), and the object as
+/// Stripe has it now is the truth. Each tie is counted by type and outcome.
+#[derive(Clone)]
+pub struct TieResolver {
+    stripe: Arc<StripeReader>,
+    metrics: Metrics,
+}
+
+impl std::fmt::Debug for TieResolver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("TieResolver")
+    }
+}
+
+impl TieResolver {
+    pub fn new(stripe: Arc<StripeReader>, metrics: Metrics) -> Self {
+        Self { stripe, metrics }
+    }
+
+    /// Stripe's current copy of the object at `path` (e.g. `/v1/subscriptions/sub_...`), or
+    /// `None` when it cannot be read: the caller then keeps its usual rule.
+    pub async fn current(&self, event: &Event, path: &str) -> Option<serde_json::Value> {
+        match self.stripe.object(path).await {
+            Ok(object) => {
+                self.metrics.tie(&event.event_type, "stripe");
+                Some(object)
+            }
+            Err(e) => {
+                self.metrics.tie(&event.event_type, "kept");
+                tracing::warn!(event_id = %event.id, error = %e, "a same-second tie could not be settled with Stripe; the later-processed event wins");
+                None
+            }
+        }
+    }
 }
 
 impl Event {

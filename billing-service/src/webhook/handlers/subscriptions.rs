@@ -69,7 +69,20 @@ pub struct Subscriptions;
 #[async_trait::async_trait]
 impl EventHandler for Subscriptions {
     async fn handle(&self, conn: &mut AnyConnection, event: &Event) -> Result<(), HandlerError> {
-        let s: Subscription = event.object()?;
+        let mut s: Subscription = event.object()?;
+        if let Some(ties) = &event.ties
+            && subscriptions::event_created_of(&mut *conn, &s.id).await? == Some(event.created)
+            && let Some(current) = ties
+                .current(event, &format!("/v1/subscriptions/{}", s.id))
+                .await
+        {
+            match serde_json::from_value(current) {
+                Ok(current) => s = current,
+                Err(e) => {
+                    tracing::warn!(event_id = %event.id, error = %e, "Stripe's subscription cannot be read; the event's copy is written")
+                }
+            }
+        }
         let user_id = match s.metadata.get("user_id").filter(|u| !u.is_empty()) {
             Some(user) => Some(user.clone()),
             None => customers::user_of(&mut *conn, &s.customer.0).await?,

@@ -1,16 +1,18 @@
-//! Stripe's list endpoints, one page at a time, as raw JSON.
+//! Reading Stripe's API as raw JSON: list pages (`sync`) and single objects (settling
+//! same-second ties between events).
 //!
-//! Raw rather than async-stripe's typed lists: what is read here goes where webhook payloads go
-//! (the events table, the handlers, which read JSON), and a page must not fail to parse over a
-//! field the service never reads. A page is asked for with the API version the service reads,
-//! and retried with backoff when Stripe limits the rate (429), fails (5xx) or cannot be reached;
-//! any other refusal ends the sync with Stripe's message.
+//! Raw rather than async-stripe's typed objects: what is read here goes where webhook payloads
+//! go (the events table, the handlers, which read JSON), and must not fail to parse over a field
+//! the service never reads. Everything is asked for in the API version the service reads. A list
+//! page is retried with backoff when Stripe limits the rate (429), fails (5xx) or cannot be
+//! reached; any other refusal is returned with Stripe's message.
 
 use std::time::Duration;
 
 use backon::{ExponentialBuilder, Retryable};
 use billing_stripe::SecretKey;
 use serde::Deserialize;
+use serde::de::DeserializeOwned;
 use serde_json::Value;
 use url::Url;
 
@@ -21,7 +23,7 @@ use crate::error::chain;
 pub const PAGE_SIZE: u32 = 100;
 
 #[derive(Debug, thiserror::Error)]
-pub enum ListError {
+pub enum ReadError {
     #[error("Stripe refused GET {path} ({status}): {message}")]
     Refused {
         path: String,
@@ -32,11 +34,11 @@ pub enum ListError {
     Unavailable { path: String, status: u16 },
     #[error("cannot reach Stripe for GET {path}: {reason}")]
     Unreachable { path: String, reason: String },
-    #[error("Stripe's answer to GET {path} is not a list ({reason})")]
-    NotAList { path: String, reason: String },
+    #[error("Stripe's answer to GET {path} is not what was asked for ({reason})")]
+    Unexpected { path: String, reason: String },
 }
 
-impl ListError {
+impl ReadError {
     fn worth_retrying(&self) -> bool {
         matches!(self, Self::Unavailable { .. } | Self::Unreachable { .. })
     }
@@ -59,14 +61,14 @@ impl Page {
     }
 }
 
-pub struct StripeLists {
+pub struct StripeReader {
     http: reqwest::Client,
     base: Url,
     key: SecretKey,
     backoff: ExponentialBuilder,
 }
 
-impl StripeLists {
+impl StripeReader {
     pub fn new(settings: &StripeApiSettings) -> anyhow::Result<Self> {
         let http = reqwest::Client::builder()
             .timeout(settings.timeout)
@@ -98,7 +100,7 @@ impl StripeLists {
         path: &str,
         query: &[(String, String)],
         after: Option<&str>,
-    ) -> Result<Page, ListError> {
+    ) -> Result<Page, ReadError> {
         let mut params: Vec<(String, String)> = query.to_vec();
         params.push(("limit".to_owned(), PAGE_SIZE.to_string()));
         if let Some(after) = after {
@@ -106,16 +108,27 @@ impl StripeLists {
         }
         (|| self.get(path, &params))
             .retry(self.backoff)
-            .when(ListError::worth_retrying)
+            .when(ReadError::worth_retrying)
             .notify(|e, wait| tracing::warn!(error = %e, ?wait, "retrying a Stripe list"))
             .await
     }
 
-    async fn get(&self, path: &str, params: &[(String, String)]) -> Result<Page, ListError> {
+    /// One object (e.g. `/v1/subscriptions/sub_...`), asked for once: its callers have a rule
+    /// to fall back on, and must not hold a transaction through retries.
+    pub async fn object(&self, path: &str) -> Result<Value, ReadError> {
+        self.get(path, &[]).await
+    }
+
+    /// A 200 answer, read as `T`.
+    async fn get<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        params: &[(String, String)],
+    ) -> Result<T, ReadError> {
         let url =
             self.base
                 .join(path.trim_start_matches('/'))
-                .map_err(|e| ListError::Unreachable {
+                .map_err(|e| ReadError::Unreachable {
                     path: path.to_owned(),
                     reason: e.to_string(),
                 })?;
@@ -127,21 +140,21 @@ impl StripeLists {
             .header("Stripe-Version", billing_stripe::API_VERSION)
             .send()
             .await
-            .map_err(|e| ListError::Unreachable {
+            .map_err(|e| ReadError::Unreachable {
                 path: path.to_owned(),
                 reason: chain(&e),
             })?;
         let status = response.status().as_u16();
-        let body = response.bytes().await.map_err(|e| ListError::Unreachable {
+        let body = response.bytes().await.map_err(|e| ReadError::Unreachable {
             path: path.to_owned(),
             reason: chain(&e),
         })?;
         match status {
-            200 => serde_json::from_slice(&body).map_err(|e| ListError::NotAList {
+            200 => serde_json::from_slice(&body).map_err(|e| ReadError::Unexpected {
                 path: path.to_owned(),
                 reason: e.to_string(),
             }),
-            429 | 500.. => Err(ListError::Unavailable {
+            429 | 500.. => Err(ReadError::Unavailable {
                 path: path.to_owned(),
                 status,
             }),
@@ -150,7 +163,7 @@ impl StripeLists {
                     .ok()
                     .and_then(|v| v.pointer("/error/message")?.as_str().map(str::to_owned))
                     .unwrap_or_else(|| String::from_utf8_lossy(&body).chars().take(200).collect());
-                Err(ListError::Refused {
+                Err(ReadError::Refused {
                     path: path.to_owned(),
                     status,
                     message,

@@ -171,16 +171,25 @@ async fn jwks_fetches(jwks: &MockServer) -> usize {
     jwks.received_requests().await.unwrap_or_default().len()
 }
 
-async fn app(db: &TestDb, jwks: &MockServer, min_refresh: Duration) -> TestApp {
-    let mut settings = test_settings(&db.url);
-    settings.auth = AuthSettings::Jwt(JwtSettings {
-        jwks_url: format!("{}/jwks.json", jwks.uri()).parse().unwrap(),
+/// `AUTH_MODE=jwt` with the key set at `jwks_url`.
+fn jwt(jwks_url: &str, user_claim: &str, min_refresh: Duration) -> AuthSettings {
+    AuthSettings::Jwt(JwtSettings {
+        jwks_url: format!("{jwks_url}/jwks.json").parse().unwrap(),
         issuer: ISSUER.to_owned(),
         audience: AUDIENCE.to_owned(),
-        user_claim: "sub".to_owned(),
+        user_claim: user_claim.to_owned(),
         jwks_min_refresh: min_refresh,
-    });
+    })
+}
+
+async fn app_with(db: &TestDb, auth: AuthSettings) -> TestApp {
+    let mut settings = test_settings(&db.url);
+    settings.auth = auth;
     spawn_app_with(settings).await
+}
+
+async fn app(db: &TestDb, jwks: &MockServer, min_refresh: Duration) -> TestApp {
+    app_with(db, jwt(&jwks.uri(), "sub", min_refresh)).await
 }
 
 impl TestApp {
@@ -380,15 +389,7 @@ async fn an_unreachable_key_set_is_a_401_and_is_not_hammered() {
     let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let url = format!("http://{}", closed.local_addr().unwrap());
     drop(closed);
-    let mut settings = test_settings(&db.url);
-    settings.auth = AuthSettings::Jwt(JwtSettings {
-        jwks_url: format!("{url}/jwks.json").parse().unwrap(),
-        issuer: ISSUER.to_owned(),
-        audience: AUDIENCE.to_owned(),
-        user_claim: "sub".to_owned(),
-        jwks_min_refresh: Duration::from_secs(60),
-    });
-    let app2 = spawn_app_with(settings).await;
+    let app2 = app_with(&db, jwt(&url, "sub", Duration::from_secs(60))).await;
     let (status, body) = app2.as_bearer(&key.sign(&claims("u-1"))).await;
     assert_eq!(status, 401, "{body}");
     assert!(message(&body).contains("cannot reach it"), "{body}");
@@ -402,15 +403,7 @@ async fn the_user_claim_is_configurable() {
     let jwks = MockServer::start().await;
     let key = TestKey::rsa("k");
     serve_keys(&jwks, &[&key]).await;
-    let mut settings = test_settings(&db.url);
-    settings.auth = AuthSettings::Jwt(JwtSettings {
-        jwks_url: format!("{}/jwks.json", jwks.uri()).parse().unwrap(),
-        issuer: ISSUER.to_owned(),
-        audience: AUDIENCE.to_owned(),
-        user_claim: "uid".to_owned(),
-        jwks_min_refresh: Duration::from_secs(60),
-    });
-    let app = spawn_app_with(settings).await;
+    let app = app_with(&db, jwt(&jwks.uri(), "uid", Duration::from_secs(60))).await;
     let mut with_uid = claims("ignored-sub");
     with_uid["uid"] = json!("u-42");
     assert_eq!(app.as_bearer(&key.sign(&with_uid)).await.0, 404);

@@ -192,7 +192,7 @@ fn check_migrate_command(dir: &Path, db_url: &str) {
     assert!(dry.status.success(), "{}", text(&dry.stderr));
     assert_eq!(
         text(&dry.stdout),
-        "would apply V1__billing_tables.sql\nwould apply R__event_summary_view.sql\n"
+        "would apply V1__billing_tables.sql\nwould apply V2__sync_cursors.sql\nwould apply R__event_summary_view.sql\n"
     );
 
     let first = run(dir, &["migrate"], &env);
@@ -211,7 +211,7 @@ fn check_migrate_command(dir: &Path, db_url: &str) {
     assert!(undo.status.success(), "{}", text(&undo.stderr));
     assert_eq!(
         text(&undo.stdout),
-        "did undo version 1 with U1__billing_tables.sql\n"
+        "did undo version 2 with U2__sync_cursors.sql\n"
     );
 }
 
@@ -347,6 +347,37 @@ async fn event_commands_on_an_unmigrated_database_say_what_to_run() {
     }
 }
 
+/// A migrated SQLite database in a temporary folder, and the environment that points the sync
+/// commands at it and at the Stripe double.
+struct SyncSetup {
+    dir: tempfile::TempDir,
+    url: String,
+    uri: String,
+}
+
+impl SyncSetup {
+    async fn new(stripe: &stripe_wiremock::StripeDouble) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}/s.db", dir.path().display());
+        let setup = Self {
+            dir,
+            url,
+            uri: stripe.uri(),
+        };
+        let migrated = run_async(setup.dir.path(), &["migrate"], &setup.env()).await;
+        assert!(migrated.status.success(), "{}", text(&migrated.stderr));
+        setup
+    }
+
+    fn env(&self) -> [(&str, &str); 3] {
+        [
+            ("DATABASE_URL", self.url.as_str()),
+            ("STRIPE_API_SECRET_KEY", "sk_test_cli"),
+            ("STRIPE_API_BASE", self.uri.as_str()),
+        ]
+    }
+}
+
 #[tokio::test]
 async fn sync_events_stores_what_stripe_has_and_says_so() {
     let stripe = stripe_wiremock::StripeDouble::start().await;
@@ -362,20 +393,8 @@ async fn sync_events_stores_what_stripe_has_and_says_so() {
         let event = billing_stripe::fixtures::event(&spec).unwrap();
         stripe.insert(stripe_wiremock::Kind::Event, event);
     }
-    let dir = tempfile::tempdir().unwrap();
-    let url = format!("sqlite://{}/s.db", dir.path().display());
-    let uri = stripe.uri();
-    let env = [
-        ("DATABASE_URL", url.as_str()),
-        ("STRIPE_API_SECRET_KEY", "sk_test_cli"),
-        ("STRIPE_API_BASE", uri.as_str()),
-    ];
-    assert!(
-        run_async(dir.path(), &["migrate"], &env)
-            .await
-            .status
-            .success()
-    );
+    let setup = SyncSetup::new(&stripe).await;
+    let (dir, url, uri, env) = (&setup.dir, &setup.url, &setup.uri, setup.env());
 
     // Two of the three are within the last 2.5 hours.
     let out = run_async(
@@ -431,6 +450,84 @@ async fn sync_events_stores_what_stripe_has_and_says_so() {
         text(&keyless.stderr).contains("STRIPE_API_SECRET_KEY is required"),
         "{}",
         text(&keyless.stderr)
+    );
+    stripe.assert_no_violations();
+}
+
+#[tokio::test]
+async fn sync_writes_what_stripe_lists_and_summarises_it() {
+    let stripe = stripe_wiremock::StripeDouble::start().await;
+    let object = |event_type: &str, i: usize| {
+        let spec = billing_stripe::fixtures::EventSpec {
+            customer: format!("cus_cli{i}"),
+            subscription: format!("sub_cli{i}"),
+            user_id: format!("u-cli-{i}"),
+            created: 1_780_000_000 + i as i64,
+            ..billing_stripe::fixtures::EventSpec::new(event_type, &format!("evt_cli{i}"))
+        };
+        billing_stripe::fixtures::event(&spec).unwrap()["data"]["object"].take()
+    };
+    stripe.insert_many(
+        stripe_wiremock::Kind::Customer,
+        (0..150).map(|i| object("customer.created", i)),
+    );
+    stripe.insert_many(
+        stripe_wiremock::Kind::Subscription,
+        (0..150).map(|i| object("customer.subscription.created", i)),
+    );
+    let setup = SyncSetup::new(&stripe).await;
+    let (dir, env) = (&setup.dir, setup.env());
+
+    let out = run_async(
+        dir.path(),
+        &["sync", "--only", "customers,subscriptions", "--json"],
+        &env,
+    )
+    .await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        summary["kinds"],
+        serde_json::json!({
+            "customers": {"pages": 2, "listed": 150, "written": 150, "skipped": 0, "resumed": false},
+            "subscriptions": {"pages": 2, "listed": 150, "written": 150, "skipped": 0, "resumed": false},
+        }),
+        "{summary}"
+    );
+    assert!(summary["seconds"].as_f64().unwrap() > 0.0);
+
+    // For people: a line per kind (every kind by default); no progress bars off a terminal.
+    let again = run_async(dir.path(), &["sync"], &env).await;
+    assert!(again.status.success(), "{}", text(&again.stderr));
+    let stdout = text(&again.stdout);
+    assert!(
+        stdout.contains(&format!(
+            "{:<23} {:>9} {:>9} {:>9} {:>9}",
+            "customers", 150, 0, 150, 0
+        )),
+        "{stdout}"
+    );
+    assert!(stdout.contains("invoices"), "{stdout}");
+    assert!(stdout.contains("Synced 300 object(s) in"), "{stdout}");
+    assert!(
+        !text(&again.stderr).contains("listed"),
+        "{}",
+        text(&again.stderr)
+    );
+
+    let bad = run_async(dir.path(), &["sync", "--only", "customers,plans"], &env).await;
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(
+        text(&bad.stderr).contains("'plans' is not one of customers, subscriptions, subscription_schedules, charges, invoices"),
+        "{}",
+        text(&bad.stderr)
+    );
+    let bad = run_async(dir.path(), &["sync", "--since", "soon"], &env).await;
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(
+        text(&bad.stderr).contains("--since: 'soon' is neither"),
+        "{}",
+        text(&bad.stderr)
     );
     stripe.assert_no_violations();
 }

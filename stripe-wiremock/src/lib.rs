@@ -157,8 +157,13 @@ impl StripeDouble {
             Kind::Customer => "/v1/customers",
             Kind::CheckoutSession => "/v1/checkout/sessions",
             Kind::BillingPortalSession => "/v1/billing_portal/sessions",
-            // Made by Stripe (events) or by Checkout (subscriptions) here: tests insert them.
-            Kind::Event | Kind::Subscription => {
+            // Made by Stripe (events) or by Checkout and billing (subscriptions, their schedules,
+            // charges, invoices) here: tests insert them.
+            Kind::Event
+            | Kind::Subscription
+            | Kind::Charge
+            | Kind::Invoice
+            | Kind::SubscriptionSchedule => {
                 return Err(store::error(400, "use insert for this kind", None, None).1);
             }
         };
@@ -177,6 +182,14 @@ impl StripeDouble {
     /// sent (or that were lost on the way), for `GET /v1/events` to list.
     pub fn insert(&self, kind: Kind, object: Value) {
         self.lock().store.insert(kind, object);
+    }
+
+    /// [`insert`](Self::insert) for many objects under one lock, to seed a backfill test with
+    /// 100,000 of them. The objects are collected before the lock is taken, so an iterator that
+    /// reads the double itself does not deadlock.
+    pub fn insert_many(&self, kind: Kind, objects: impl IntoIterator<Item = Value>) {
+        let objects: Vec<Value> = objects.into_iter().collect();
+        self.lock().store.insert_many(kind, objects);
     }
 
     /// The next `times` requests to `method path` get `status` (429 or 5xx, say) with a Stripe
@@ -376,5 +389,148 @@ impl Respond for Handler {
             response = response.set_delay(delay);
         }
         response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::{Read, Write};
+    use std::time::{SystemTime, UNIX_EPOCH};
+
+    use super::*;
+
+    /// Sends one authorized HTTP/1.1 GET and returns the response's head and body. Plain `std` is
+    /// enough: the server runs on wiremock's own thread.
+    fn get(uri: &str, path: &str) -> (String, String) {
+        let address = uri.trim_start_matches("http://");
+        let mut stream = std::net::TcpStream::connect(address).expect("the double listens");
+        write!(
+            stream,
+            "GET {path} HTTP/1.1\r\nHost: {address}\r\nAuthorization: Bearer sk_test_1\r\n\
+             Connection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut response = String::new();
+        stream.read_to_string(&mut response).unwrap();
+        let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
+        (head.to_owned(), body.to_owned())
+    }
+
+    /// Seconds since the epoch of an IMF-fixdate (`Tue, 01 Dec 2026 10:00:00 GMT`), or `None` if
+    /// the text is not one (its weekday included).
+    fn imf_fixdate_seconds(text: &str) -> Option<i64> {
+        const WEEKDAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
+        const MONTHS: [&str; 12] = [
+            "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+        ];
+        let (weekday, rest) = text.strip_suffix(" GMT")?.split_once(", ")?;
+        let fields: Vec<&str> = rest.split([' ', ':']).collect();
+        let [day, month, year, h, m, s] = fields.as_slice() else {
+            return None;
+        };
+        if text.len() != 29 {
+            return None;
+        }
+        let number = |s: &str| s.parse::<i64>().ok();
+        let month = MONTHS.iter().position(|m| m == month)? as i64 + 1;
+        // Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's days_from_civil).
+        let y = number(year)? - i64::from(month <= 2);
+        let era = y.div_euclid(400);
+        let yoe = y - era * 400;
+        let doy = (153 * ((month + 9) % 12) + 2) / 5 + number(day)? - 1;
+        let days = era * 146_097 + yoe * 365 + yoe / 4 - yoe / 100 + doy - 719_468;
+        let seconds = number(h)? * 3600 + number(m)? * 60 + number(s)?;
+        (WEEKDAYS[days.rem_euclid(7) as usize] == weekday).then_some(days * 86_400 + seconds)
+    }
+
+    #[test]
+    fn the_date_parser_knows_a_date() {
+        assert_eq!(
+            imf_fixdate_seconds("Tue, 01 Dec 2026 10:00:00 GMT"),
+            Some(1_796_119_200)
+        );
+        assert_eq!(imf_fixdate_seconds("Wed, 01 Dec 2026 10:00:00 GMT"), None);
+    }
+
+    /// Stripe sends a `Date` header, and a client may read the server's clock from it. hyper,
+    /// under wiremock, adds one to every response, so the double need not.
+    #[tokio::test]
+    async fn responses_carry_the_real_date() {
+        let stripe = StripeDouble::start().await;
+        let (head, _) = get(&stripe.uri(), "/v1/customers?limit=1");
+        assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+        let date = head
+            .lines()
+            .find_map(|l| {
+                l.to_ascii_lowercase()
+                    .starts_with("date:")
+                    .then(|| l[5..].trim())
+            })
+            .unwrap_or_else(|| panic!("no Date header in\n{head}"));
+        let sent =
+            imf_fixdate_seconds(date).unwrap_or_else(|| panic!("not an IMF-fixdate: {date}"));
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64;
+        assert!((now - sent).abs() <= 5, "{date} is not now");
+        stripe.assert_no_violations();
+    }
+
+    /// What a backfill does through HTTP: seeded objects, read back by a `created` range given in
+    /// bracket notation.
+    #[tokio::test]
+    async fn inserted_customers_are_listed_by_created_range() {
+        let stripe = StripeDouble::start().await;
+        stripe.insert_many(
+            Kind::Customer,
+            (0..5).map(|i| serde_json::json!({"id": format!("cus_{i}"), "created": 100 + i})),
+        );
+        let (head, body) = get(
+            &stripe.uri(),
+            "/v1/customers?created[gte]=102&created[lt]=104",
+        );
+        assert!(head.starts_with("HTTP/1.1 200"), "{head}\n{body}");
+        let list: Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(list["data"][0]["id"], "cus_3");
+        assert_eq!(list["data"][1]["id"], "cus_2");
+        assert_eq!(list["data"].as_array().unwrap().len(), 2);
+        stripe.assert_no_violations();
+    }
+
+    /// A backfill's subscription listing over HTTP, checked against the list's request schema.
+    #[tokio::test]
+    async fn subscriptions_of_every_status_are_paged_over_http() {
+        let stripe = StripeDouble::start().await;
+        stripe.insert_many(
+            Kind::Subscription,
+            ["active", "canceled", "past_due"].iter().enumerate().map(|(i, status)| {
+                serde_json::json!({"id": format!("sub_{i}"), "created": 100 + i, "status": status,
+                                   "customer": "cus_1"})
+            }),
+        );
+        let mut seen = Vec::new();
+        let mut path = "/v1/subscriptions?customer=cus_1&status=all&limit=2".to_owned();
+        loop {
+            let (head, body) = get(&stripe.uri(), &path);
+            assert!(head.starts_with("HTTP/1.1 200"), "{head}\n{body}");
+            let page: Value = serde_json::from_str(&body).unwrap();
+            let ids: Vec<String> = page["data"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|s| s["id"].as_str().unwrap().to_owned())
+                .collect();
+            seen.extend(ids.iter().cloned());
+            if page["has_more"] != true {
+                break;
+            }
+            path = format!(
+                "/v1/subscriptions?customer=cus_1&status=all&limit=2&starting_after={}",
+                ids.last().unwrap()
+            );
+        }
+        assert_eq!(seen, ["sub_2", "sub_1", "sub_0"]);
+        stripe.assert_no_violations();
     }
 }

@@ -1,9 +1,12 @@
 //! Stripe as the source of truth: reading what Stripe has that webhooks did not bring.
 //!
+//! - [`backfill`]: `billing-service sync`, writing every object Stripe lists into our tables.
 //! - [`events`]: `billing-service sync events`, storing the events this service never received,
 //!   for the worker to process as if they had been delivered.
 
+pub mod backfill;
 pub mod events;
+pub mod progress;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 

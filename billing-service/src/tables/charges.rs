@@ -1,5 +1,6 @@
 //! `charges`: what was paid, failed or refunded, for support and reconciliation. Written only
-//! by `charge.*` events; every column follows the newest event applied.
+//! by `charge.*` events (and `sync`'s listed copies, as of the second Stripe read them); every
+//! column follows the newest applied.
 
 use sqlx::{Any, Executor};
 
@@ -22,14 +23,18 @@ pub struct Charge<'a> {
     /// The charge's own `created`.
     pub stripe_created: i64,
     pub event_created: i64,
+    /// Read from Stripe's lists by `sync` rather than carried by an event: written only where
+    /// it changes the row, so that a sync of what is already known writes nothing.
+    pub listed: bool,
 }
 
-/// Inserts or updates the charge, unless a newer event was applied already.
+/// Inserts or updates the charge, unless a newer event was applied already. Returns the rows
+/// written (0 or 1).
 pub async fn apply_event<'c>(
     conn: impl Executor<'c, Database = Any>,
     c: &Charge<'_>,
-) -> Result<(), sqlx::Error> {
-    sqlx::query(
+) -> Result<u64, sqlx::Error> {
+    let written = sqlx::query(
         "INSERT INTO charges
             (id, customer_id, amount, amount_refunded, currency, status, refunded, failure_code,
              failure_message, invoice_id, payment_intent_id, stripe_created, event_created, updated_at_ms)
@@ -47,7 +52,18 @@ pub async fn apply_event<'c>(
             payment_intent_id = excluded.payment_intent_id,
             event_created = excluded.event_created,
             updated_at_ms = excluded.updated_at_ms
-         WHERE charges.event_created <= excluded.event_created",
+         WHERE charges.event_created <= excluded.event_created
+           AND ($15 = FALSE
+                OR charges.customer_id IS DISTINCT FROM excluded.customer_id
+                OR charges.amount <> excluded.amount
+                OR charges.amount_refunded <> excluded.amount_refunded
+                OR charges.currency <> excluded.currency
+                OR charges.status <> excluded.status
+                OR charges.refunded <> excluded.refunded
+                OR charges.failure_code IS DISTINCT FROM excluded.failure_code
+                OR charges.failure_message IS DISTINCT FROM excluded.failure_message
+                OR charges.invoice_id IS DISTINCT FROM excluded.invoice_id
+                OR charges.payment_intent_id IS DISTINCT FROM excluded.payment_intent_id)",
     )
     .bind(c.id)
     .bind(c.customer_id)
@@ -63,7 +79,8 @@ pub async fn apply_event<'c>(
     .bind(c.stripe_created)
     .bind(c.event_created)
     .bind(now_ms())
+    .bind(c.listed)
     .execute(conn)
     .await?;
-    Ok(())
+    Ok(written.rows_affected())
 }

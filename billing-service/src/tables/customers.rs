@@ -12,6 +12,8 @@
 //! - `event_created`: the `created` of the newest `customer.*` event applied; an older event
 //!   changes nothing. Links made by checkout leave it as it is (0 for a new row), so customer
 //!   events apply in any order.
+//! - A copy listed by `sync` follows the same rule, as of the second Stripe read it, and is
+//!   written only where it differs (a row checkout made, `event_created = 0`, always is).
 
 use sqlx::{Any, AnyConnection, Executor, Row};
 
@@ -27,13 +29,17 @@ pub struct CustomerUpdate<'a> {
     pub name: Option<&'a str>,
     pub deleted: bool,
     pub event_created: i64,
+    /// Read from Stripe's lists by `sync` rather than carried by an event: written only where
+    /// it changes the row, so that a sync of what is already known writes nothing.
+    pub listed: bool,
 }
 
-/// Applies a `customer.*` event, unless a newer one was applied already.
+/// Applies a `customer.*` event, unless a newer one was applied already. Returns the rows
+/// written (0 or 1).
 pub async fn apply_event(
     conn: &mut AnyConnection,
     update: &CustomerUpdate<'_>,
-) -> Result<(), sqlx::Error> {
+) -> Result<u64, sqlx::Error> {
     let before =
         sqlx::query("SELECT user_id, event_created FROM customers WHERE stripe_customer_id = $1")
             .bind(update.stripe_customer_id)
@@ -53,7 +59,7 @@ pub async fn apply_event(
             );
         }
     }
-    sqlx::query(
+    let written = sqlx::query(
         "INSERT INTO customers
             (stripe_customer_id, user_id, email, name, deleted, event_created, created_at_ms, updated_at_ms)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $7)
@@ -64,7 +70,12 @@ pub async fn apply_event(
             deleted = excluded.deleted,
             event_created = excluded.event_created,
             updated_at_ms = excluded.updated_at_ms
-         WHERE customers.event_created <= excluded.event_created",
+         WHERE customers.event_created <= excluded.event_created
+           AND ($8 = FALSE OR customers.event_created = 0
+                OR customers.user_id IS DISTINCT FROM COALESCE(excluded.user_id, customers.user_id)
+                OR customers.email IS DISTINCT FROM excluded.email
+                OR customers.name IS DISTINCT FROM excluded.name
+                OR customers.deleted <> excluded.deleted)",
     )
     .bind(update.stripe_customer_id)
     .bind(update.user_id)
@@ -73,9 +84,10 @@ pub async fn apply_event(
     .bind(update.deleted)
     .bind(update.event_created)
     .bind(now_ms())
+    .bind(update.listed)
     .execute(&mut *conn)
     .await?;
-    Ok(())
+    Ok(written.rows_affected())
 }
 
 /// Records the customer, and that `user_id` owns it if it has no user yet (checkout, before or

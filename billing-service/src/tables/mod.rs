@@ -7,6 +7,7 @@
 //! - [`subscriptions`]: `subscriptions`, and the read model of the user's subscription.
 //! - [`charges`]: the `charges` table.
 //! - [`schedules`]: the `subscription_schedules` table.
+//! - [`sync_cursors`]: where an interrupted `sync` goes on from.
 //!
 //! The migrator's `flyway_schema_history` belongs to [`crate::migrate`].
 
@@ -15,3 +16,4 @@ pub mod customers;
 pub mod events;
 pub mod schedules;
 pub mod subscriptions;
+pub mod sync_cursors;

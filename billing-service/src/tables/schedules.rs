@@ -1,5 +1,5 @@
-//! `subscription_schedules`: written only by `subscription_schedule.*` events; every column
-//! follows the newest event applied. Phases are kept as JSON: their shape varies across API
+//! `subscription_schedules`: written only by `subscription_schedule.*` events (and `sync`'s
+//! listed copies, as of the second Stripe read them); every column follows the newest applied. Phases are kept as JSON: their shape varies across API
 //! versions and nothing here queries inside them.
 
 use sqlx::{Any, Executor};
@@ -15,14 +15,18 @@ pub struct Schedule<'a> {
     /// The `phases` array as JSON text.
     pub phases: &'a str,
     pub event_created: i64,
+    /// Read from Stripe's lists by `sync` rather than carried by an event: written only where
+    /// it changes the row, so that a sync of what is already known writes nothing.
+    pub listed: bool,
 }
 
-/// Inserts or updates the schedule, unless a newer event was applied already.
+/// Inserts or updates the schedule, unless a newer event was applied already. Returns the rows
+/// written (0 or 1).
 pub async fn apply_event<'c>(
     conn: impl Executor<'c, Database = Any>,
     s: &Schedule<'_>,
-) -> Result<(), sqlx::Error> {
-    sqlx::query(
+) -> Result<u64, sqlx::Error> {
+    let written = sqlx::query(
         "INSERT INTO subscription_schedules
             (id, customer_id, subscription_id, status, phases, event_created, updated_at_ms)
          VALUES ($1, $2, $3, $4, $5, $6, $7)
@@ -33,7 +37,12 @@ pub async fn apply_event<'c>(
             phases = excluded.phases,
             event_created = excluded.event_created,
             updated_at_ms = excluded.updated_at_ms
-         WHERE subscription_schedules.event_created <= excluded.event_created",
+         WHERE subscription_schedules.event_created <= excluded.event_created
+           AND ($8 = FALSE
+                OR subscription_schedules.customer_id IS DISTINCT FROM excluded.customer_id
+                OR subscription_schedules.subscription_id IS DISTINCT FROM excluded.subscription_id
+                OR subscription_schedules.status <> excluded.status
+                OR subscription_schedules.phases <> excluded.phases)",
     )
     .bind(s.id)
     .bind(s.customer_id)
@@ -42,7 +51,8 @@ pub async fn apply_event<'c>(
     .bind(s.phases)
     .bind(s.event_created)
     .bind(now_ms())
+    .bind(s.listed)
     .execute(conn)
     .await?;
-    Ok(())
+    Ok(written.rows_affected())
 }

@@ -10,6 +10,9 @@
 //! - `latest_invoice_id`: the newest subscription or invoice event that names one.
 //! - `payment_status`: from invoice events, ordered by their own `created`
 //!   (`payment_event_created`), independently of the subscription's events.
+//! - Copies listed by `sync` follow the same rules, as of the second Stripe read them, and are
+//!   written only where they differ. Its invoices (all read in one second, so their order is
+//!   unknown) set `payment_status` only from the subscription's latest invoice.
 //!
 //! Two subscription events of the same second leave their order unknown (Stripe's `created` has
 //! whole seconds); the handler then writes Stripe's current object, with that second, which
@@ -40,14 +43,18 @@ pub struct SubscriptionUpdate<'a> {
     pub cancel_at_period_end: bool,
     pub latest_invoice_id: Option<&'a str>,
     pub event_created: i64,
+    /// Read from Stripe's lists by `sync` rather than carried by an event: written only where
+    /// it changes the row, so that a sync of what is already known writes nothing.
+    pub listed: bool,
 }
 
-/// Applies a `customer.subscription.*` event, unless a newer one was applied already.
+/// Applies a `customer.subscription.*` event, unless a newer one was applied already. Returns
+/// the rows written (0 or 1).
 pub async fn apply_event<'c>(
     conn: impl Executor<'c, Database = Any>,
     s: &SubscriptionUpdate<'_>,
-) -> Result<(), sqlx::Error> {
-    sqlx::query(
+) -> Result<u64, sqlx::Error> {
+    let written = sqlx::query(
         "INSERT INTO subscriptions
             (id, customer_id, user_id, status, price_id, current_period_end, cancel_at_period_end,
              latest_invoice_id, event_created, created_at_ms, updated_at_ms)
@@ -62,7 +69,16 @@ pub async fn apply_event<'c>(
             latest_invoice_id = COALESCE(excluded.latest_invoice_id, subscriptions.latest_invoice_id),
             event_created = excluded.event_created,
             updated_at_ms = excluded.updated_at_ms
-         WHERE subscriptions.event_created <= excluded.event_created",
+         WHERE subscriptions.event_created <= excluded.event_created
+           AND ($11 = FALSE OR subscriptions.event_created = 0
+                OR subscriptions.customer_id <> excluded.customer_id
+                OR subscriptions.user_id IS DISTINCT FROM COALESCE(excluded.user_id, subscriptions.user_id)
+                OR subscriptions.status <> excluded.status
+                OR subscriptions.price_id IS DISTINCT FROM excluded.price_id
+                OR subscriptions.current_period_end IS DISTINCT FROM excluded.current_period_end
+                OR subscriptions.cancel_at_period_end <> excluded.cancel_at_period_end
+                OR subscriptions.latest_invoice_id
+                   IS DISTINCT FROM COALESCE(excluded.latest_invoice_id, subscriptions.latest_invoice_id))",
     )
     .bind(s.id)
     .bind(s.customer_id)
@@ -74,9 +90,10 @@ pub async fn apply_event<'c>(
     .bind(s.latest_invoice_id)
     .bind(s.event_created)
     .bind(now_ms())
+    .bind(s.listed)
     .execute(conn)
     .await?;
-    Ok(())
+    Ok(written.rows_affected())
 }
 
 /// The `created` of the newest subscription event applied to the row (0 for a placeholder).
@@ -103,7 +120,8 @@ pub async fn ensure_exists<'c>(
     sqlx::query(
         "INSERT INTO subscriptions (id, customer_id, user_id, status, event_created, created_at_ms, updated_at_ms)
          VALUES ($1, $2, $3, 'incomplete', 0, $4, $4)
-         ON CONFLICT (id) DO UPDATE SET user_id = COALESCE(subscriptions.user_id, excluded.user_id)",
+         ON CONFLICT (id) DO UPDATE SET user_id = excluded.user_id
+         WHERE subscriptions.user_id IS NULL AND excluded.user_id IS NOT NULL",
     )
     .bind(id)
     .bind(customer_id)
@@ -145,27 +163,33 @@ impl PaymentStatus {
 }
 
 /// Records an invoice's outcome on its subscription (which must exist: see [`ensure_exists`]),
-/// unless a newer invoice event was applied already.
+/// unless a newer invoice event was applied already. A `listed` invoice counts only as the
+/// subscription's latest invoice (or when none is known), and only where it changes the row.
+/// Returns the rows written (0 or 1).
 pub async fn apply_payment<'c>(
     conn: impl Executor<'c, Database = Any>,
     subscription_id: &str,
     status: PaymentStatus,
     invoice_id: &str,
     event_created: i64,
-) -> Result<(), sqlx::Error> {
-    sqlx::query(
+    listed: bool,
+) -> Result<u64, sqlx::Error> {
+    let written = sqlx::query(
         "UPDATE subscriptions SET
             payment_status = $1, latest_invoice_id = $2, payment_event_created = $3, updated_at_ms = $4
-         WHERE id = $5 AND payment_event_created <= $3",
+         WHERE id = $5 AND payment_event_created <= $3
+           AND ($6 = FALSE OR latest_invoice_id IS NULL
+                OR (latest_invoice_id = $2 AND payment_status IS DISTINCT FROM $1))",
     )
     .bind(status.as_str())
     .bind(invoice_id)
     .bind(event_created)
     .bind(now_ms())
     .bind(subscription_id)
+    .bind(listed)
     .execute(conn)
     .await?;
-    Ok(())
+    Ok(written.rows_affected())
 }
 
 /// The status of the user's live subscription, if any.

@@ -296,6 +296,7 @@ impl Worker {
                         payload,
                         attempt: row.attempt,
                         ties: self.ties.clone(),
+                        listed: false,
                     },
                 )),
                 Err(e) => {

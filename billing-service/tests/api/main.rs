@@ -12,6 +12,7 @@ mod migrations;
 mod openapi;
 mod ownership;
 mod status;
+mod sync_backfill;
 mod sync_events;
 mod ties;
 mod webhooks;

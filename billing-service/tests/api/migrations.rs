@@ -45,6 +45,7 @@ async fn embedded_migrations_apply_once_and_undo() {
             applied(&dry),
             [
                 "apply V1__billing_tables.sql",
+                "apply V2__sync_cursors.sql",
                 "apply R__event_summary_view.sql"
             ],
             "{}",
@@ -59,6 +60,7 @@ async fn embedded_migrations_apply_once_and_undo() {
             "charges",
             "subscriptions",
             "subscription_schedules",
+            "sync_cursors",
             "stripe_event_summary",
         ] {
             assert!(
@@ -73,6 +75,11 @@ async fn embedded_migrations_apply_once_and_undo() {
         );
         assert!(migrator.migrate(&db, true).await.unwrap().is_empty());
 
+        // Newest version first.
+        let undo = migrator.undo(&db, false).await.unwrap();
+        assert_eq!(applied(&undo), ["undo version 2 with U2__sync_cursors.sql"]);
+        assert!(!table_exists(&db, "sync_cursors").await);
+        assert!(table_exists(&db, "stripe_events").await);
         let undo = migrator.undo(&db, false).await.unwrap();
         assert_eq!(
             applied(&undo),
@@ -88,7 +95,12 @@ async fn embedded_migrations_apply_once_and_undo() {
         assert_eq!(migrator.migrate(&db, false).await.unwrap(), dry);
         assert!(table_exists(&db, "stripe_event_summary").await);
         let kinds: Vec<String> = history_rows(&db).await.into_iter().map(|r| r.1).collect();
-        assert_eq!(kinds, ["SQL", "SQL", "UNDO_SQL", "SQL", "SQL"]);
+        assert_eq!(
+            kinds,
+            [
+                "SQL", "SQL", "SQL", "UNDO_SQL", "UNDO_SQL", "SQL", "SQL", "SQL"
+            ]
+        );
     }
 }
 
@@ -206,7 +218,7 @@ async fn concurrent_migrators_take_turns_on_postgres() {
     for run in runs {
         applied_total += run.await.unwrap().expect("each migrator succeeds").len();
     }
-    assert_eq!(applied_total, 2, "each script applied exactly once");
+    assert_eq!(applied_total, 3, "each script applied exactly once");
     let db = connect(&test_db.url).await;
-    assert_eq!(history_rows(&db).await.len(), 2);
+    assert_eq!(history_rows(&db).await.len(), 3);
 }

@@ -23,20 +23,25 @@ pub struct Customers;
 #[async_trait::async_trait]
 impl EventHandler for Customers {
     async fn handle(&self, conn: &mut AnyConnection, event: &Event) -> Result<(), HandlerError> {
-        let customer: Customer = event.object()?;
-        let update = CustomerUpdate {
-            stripe_customer_id: &customer.id,
-            user_id: customer
-                .metadata
-                .get("user_id")
-                .map(String::as_str)
-                .filter(|u| !u.is_empty()),
-            email: customer.email.as_deref(),
-            name: customer.name.as_deref(),
-            deleted: event.event_type == "customer.deleted",
-            event_created: event.created,
-        };
-        customers::apply_event(conn, &update).await?;
-        Ok(())
+        write(conn, event).await.map(drop)
     }
+}
+
+/// Returns the rows written.
+pub(super) async fn write(conn: &mut AnyConnection, event: &Event) -> Result<u64, HandlerError> {
+    let customer: Customer = event.object()?;
+    let update = CustomerUpdate {
+        stripe_customer_id: &customer.id,
+        user_id: customer
+            .metadata
+            .get("user_id")
+            .map(String::as_str)
+            .filter(|u| !u.is_empty()),
+        email: customer.email.as_deref(),
+        name: customer.name.as_deref(),
+        deleted: event.event_type == "customer.deleted",
+        event_created: event.created,
+        listed: event.listed,
+    };
+    Ok(customers::apply_event(conn, &update).await?)
 }

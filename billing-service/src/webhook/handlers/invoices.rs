@@ -33,26 +33,38 @@ pub struct Invoices;
 #[async_trait::async_trait]
 impl EventHandler for Invoices {
     async fn handle(&self, conn: &mut AnyConnection, event: &Event) -> Result<(), HandlerError> {
-        let invoice: Invoice = event.object()?;
-        let subscription = id(&invoice.subscription).or_else(|| {
-            invoice
-                .parent
-                .as_ref()
-                .and_then(|p| p.subscription_details.as_ref())
-                .and_then(|d| id(&d.subscription))
-        });
-        let Some(subscription) = subscription else {
-            return Ok(()); // a one-off invoice: no subscription to update
-        };
-        let customer = id(&invoice.customer)
-            .ok_or_else(|| HandlerError::Invalid("data.object: missing field `customer`".into()))?;
-        let status = match event.event_type.as_str() {
-            "invoice.paid" => PaymentStatus::Paid,
-            _ => PaymentStatus::PaymentFailed,
-        };
-        subscriptions::ensure_exists(&mut *conn, subscription, customer, None).await?;
-        subscriptions::apply_payment(&mut *conn, subscription, status, &invoice.id, event.created)
-            .await?;
-        Ok(())
+        write(conn, event).await.map(drop)
     }
+}
+
+/// Returns the rows written.
+pub(super) async fn write(conn: &mut AnyConnection, event: &Event) -> Result<u64, HandlerError> {
+    let invoice: Invoice = event.object()?;
+    let subscription = id(&invoice.subscription).or_else(|| {
+        invoice
+            .parent
+            .as_ref()
+            .and_then(|p| p.subscription_details.as_ref())
+            .and_then(|d| id(&d.subscription))
+    });
+    let Some(subscription) = subscription else {
+        return Ok(0); // a one-off invoice: no subscription to update
+    };
+    let customer = id(&invoice.customer)
+        .ok_or_else(|| HandlerError::Invalid("data.object: missing field `customer`".into()))?;
+    let status = match event.event_type.as_str() {
+        "invoice.paid" => PaymentStatus::Paid,
+        _ => PaymentStatus::PaymentFailed,
+    };
+    subscriptions::ensure_exists(&mut *conn, subscription, customer, None).await?;
+    let written = subscriptions::apply_payment(
+        &mut *conn,
+        subscription,
+        status,
+        &invoice.id,
+        event.created,
+        event.listed,
+    )
+    .await?;
+    Ok(written)
 }

@@ -58,6 +58,73 @@ pub struct Event {
     pub attempt: u32,
     /// How to settle a tie with the stored state, when the service can read Stripe.
     pub ties: Option<TieResolver>,
+    /// Not an event but an object `sync` read from Stripe's lists, as of `created` (the second
+    /// Stripe read it): written only where it changes a row.
+    pub listed: bool,
+}
+
+/// The objects `sync` reads from Stripe's lists, each written by the built-in handler of the
+/// event that would carry it, so that one piece of code reads each kind of object.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Listed {
+    Customer,
+    Subscription,
+    SubscriptionSchedule,
+    Charge,
+    Invoice,
+}
+
+impl Listed {
+    /// The event type whose handler writes `object`; `None` when it has nothing to write (an
+    /// invoice that was neither paid nor failed a payment: a draft, a void one, one not tried).
+    fn event_type(self, object: &serde_json::Value) -> Option<&'static str> {
+        Some(match self {
+            Self::Customer => "customer.updated",
+            Self::Subscription => "customer.subscription.updated",
+            Self::SubscriptionSchedule => "subscription_schedule.updated",
+            Self::Charge => "charge.updated",
+            Self::Invoice => {
+                let attempted = object["attempted"].as_bool().unwrap_or(false);
+                match object["status"].as_str() {
+                    Some("paid") => "invoice.paid",
+                    Some("open" | "uncollectible") if attempted => "invoice.payment_failed",
+                    _ => return None,
+                }
+            }
+        })
+    }
+
+    /// Writes `object`, read by Stripe at `read_at`, where it changes something; returns the
+    /// rows written, or `None` when the object has nothing to store.
+    pub async fn write(
+        self,
+        conn: &mut AnyConnection,
+        object: serde_json::Value,
+        read_at: i64,
+        ties: Option<TieResolver>,
+    ) -> Result<Option<u64>, HandlerError> {
+        let Some(event_type) = self.event_type(&object) else {
+            return Ok(None);
+        };
+        let id = object["id"].as_str().unwrap_or_default();
+        let event = Event {
+            id: format!("listed {id}"),
+            event_type: event_type.to_owned(),
+            created: read_at,
+            payload: serde_json::json!({ "data": { "object": object } }),
+            attempt: 1,
+            ties,
+            listed: true,
+        };
+        let written = match self {
+            Self::Customer => customers::write(conn, &event).await,
+            Self::Subscription => subscriptions::write(conn, &event).await,
+            Self::SubscriptionSchedule => schedules::write(conn, &event).await,
+            Self::Charge => charges::write(conn, &event).await,
+            Self::Invoice => invoices::write(conn, &event).await,
+        };
+        written.map(Some)
+    }
 }
 
 /// Settles an event whose `created` is the same second as the state already stored for its

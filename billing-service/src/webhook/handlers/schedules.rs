@@ -21,17 +21,22 @@ pub struct Schedules;
 #[async_trait::async_trait]
 impl EventHandler for Schedules {
     async fn handle(&self, conn: &mut AnyConnection, event: &Event) -> Result<(), HandlerError> {
-        let s: Schedule = event.object()?;
-        let phases = s.phases.to_string();
-        let row = schedules::Schedule {
-            id: &s.id,
-            customer_id: id(&s.customer),
-            subscription_id: id(&s.subscription),
-            status: &s.status,
-            phases: &phases,
-            event_created: event.created,
-        };
-        schedules::apply_event(conn, &row).await?;
-        Ok(())
+        write(conn, event).await.map(drop)
     }
+}
+
+/// Returns the rows written.
+pub(super) async fn write(conn: &mut AnyConnection, event: &Event) -> Result<u64, HandlerError> {
+    let s: Schedule = event.object()?;
+    let phases = s.phases.to_string();
+    let row = schedules::Schedule {
+        id: &s.id,
+        customer_id: id(&s.customer),
+        subscription_id: id(&s.subscription),
+        status: &s.status,
+        phases: &phases,
+        event_created: event.created,
+        listed: event.listed,
+    };
+    Ok(schedules::apply_event(conn, &row).await?)
 }

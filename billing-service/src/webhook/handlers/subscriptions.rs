@@ -69,36 +69,41 @@ pub struct Subscriptions;
 #[async_trait::async_trait]
 impl EventHandler for Subscriptions {
     async fn handle(&self, conn: &mut AnyConnection, event: &Event) -> Result<(), HandlerError> {
-        let mut s: Subscription = event.object()?;
-        if let Some(ties) = &event.ties
-            && subscriptions::event_created_of(&mut *conn, &s.id).await? == Some(event.created)
-            && let Some(current) = ties
-                .current(event, &format!("/v1/subscriptions/{}", s.id))
-                .await
-        {
-            match serde_json::from_value(current) {
-                Ok(current) => s = current,
-                Err(e) => {
-                    tracing::warn!(event_id = %event.id, error = %e, "Stripe's subscription cannot be read; the event's copy is written")
-                }
+        write(conn, event).await.map(drop)
+    }
+}
+
+/// Returns the rows written.
+pub(super) async fn write(conn: &mut AnyConnection, event: &Event) -> Result<u64, HandlerError> {
+    let mut s: Subscription = event.object()?;
+    if let Some(ties) = &event.ties
+        && subscriptions::event_created_of(&mut *conn, &s.id).await? == Some(event.created)
+        && let Some(current) = ties
+            .current(event, &format!("/v1/subscriptions/{}", s.id))
+            .await
+    {
+        match serde_json::from_value(current) {
+            Ok(current) => s = current,
+            Err(e) => {
+                tracing::warn!(event_id = %event.id, error = %e, "Stripe's subscription cannot be read; the event's copy is written")
             }
         }
-        let user_id = match s.metadata.get("user_id").filter(|u| !u.is_empty()) {
-            Some(user) => Some(user.clone()),
-            None => customers::user_of(&mut *conn, &s.customer.0).await?,
-        };
-        let update = SubscriptionUpdate {
-            id: &s.id,
-            customer_id: &s.customer.0,
-            user_id: user_id.as_deref(),
-            status: &s.status,
-            price_id: s.price_id(),
-            current_period_end: s.current_period_end(),
-            cancel_at_period_end: s.cancel_at_period_end,
-            latest_invoice_id: id(&s.latest_invoice),
-            event_created: event.created,
-        };
-        subscriptions::apply_event(&mut *conn, &update).await?;
-        Ok(())
     }
+    let user_id = match s.metadata.get("user_id").filter(|u| !u.is_empty()) {
+        Some(user) => Some(user.clone()),
+        None => customers::user_of(&mut *conn, &s.customer.0).await?,
+    };
+    let update = SubscriptionUpdate {
+        id: &s.id,
+        customer_id: &s.customer.0,
+        user_id: user_id.as_deref(),
+        status: &s.status,
+        price_id: s.price_id(),
+        current_period_end: s.current_period_end(),
+        cancel_at_period_end: s.cancel_at_period_end,
+        latest_invoice_id: id(&s.latest_invoice),
+        event_created: event.created,
+        listed: event.listed,
+    };
+    Ok(subscriptions::apply_event(&mut *conn, &update).await?)
 }

@@ -7,6 +7,7 @@
 #   docker build -t billing .                      # compiles in the `build` stage (what CI does)
 #   docker run --rm billing --help
 #   docker run --rm --entrypoint stripe-setup billing --help
+#   docker build --target local -t billing-local .  # the local-development image (compose.yaml)
 #
 # BINARIES=prebuilt copies target/release/{billing-service,stripe-setup} from the build context
 # instead of compiling; they must have been built against Debian 12's glibc (as the `build` stage
@@ -50,6 +51,27 @@ FROM binaries-${BINARIES} AS binaries
 # ---- runtime: glibc, CA certificates and the `nonroot` user, nothing else.
 FROM gcr.io/distroless/cc-debian12:nonroot@sha256:9dac0a79194e45a7da0158a9c6da57b217585af0786db3845d1f0ec1a0dd182f AS distroless
 
+# ---- local (`docker build --target local`): billing-local (the local Stripe, or everything in one
+# process), billing-service and stripe-setup on the same runtime, for compose.yaml. Never
+# deployed; `docker build .` does not build these two stages (BuildKit builds only what the
+# target needs, and the default target is the last stage). Always compiled here, whatever
+# BINARIES says; the cache mounts are the `build` stage's, so what it compiled is reused.
+FROM build AS build-local
+RUN --mount=type=cache,target=/usr/local/cargo/registry \
+    --mount=type=cache,target=/src/target \
+    cargo build --release --locked -p billing-local \
+    && install -D -m 0755 target/release/billing-local /out/billing-local
+
+FROM distroless AS local
+COPY --from=build-local /out/billing-local /out/billing-service /out/stripe-setup /usr/local/bin/
+USER 65532:65532
+ENV SERVER_HOST=0.0.0.0 \
+    SERVER_PORT=8080
+# The service, and the local Stripe (`billing-local stripe --listen 0.0.0.0:12111`).
+EXPOSE 8080 12111
+ENTRYPOINT ["/usr/local/bin/billing-local"]
+
+# ---- the default target: the image that is deployed.
 FROM ${RUNTIME_IMAGE}
 LABEL org.opencontainers.image.title="billing" \
       org.opencontainers.image.description="Stripe billing microservice: checkout, products, signed webhooks" \

@@ -7,10 +7,16 @@
 //! Stripe does, and records a *violation* for anything the real API would not accept. Tests end
 //! with [`StripeDouble::assert_no_violations`].
 //!
+//! The double itself is [`Api`], which answers one request at a time without any transport:
+//! [`StripeDouble`] serves it over wiremock for tests, and a local Stripe can serve it over any
+//! HTTP server. [`Api`] also does what Stripe does on its own pages (paying a Checkout Session,
+//! the customer portal's changes), returning the events Stripe would send.
+//!
 //! # Layout
 //! - [`form`]: Stripe's bracket notation (`a[b][0]=x`) decoded into JSON, coerced by schema.
 //! - [`schema`]: the request schemas from `shared/stripe-openapi/requests.json`.
 //! - [`store`]: the objects and Stripe's behaviour on them (filters, pagination, lookup keys).
+//! - [`flows`]: Checkout and the portal, as the customer drives them, and the events they send.
 //!
 //! ```no_run
 //! # async fn demo() {
@@ -21,6 +27,7 @@
 //! # }
 //! ```
 
+pub mod flows;
 pub mod form;
 pub mod schema;
 pub mod store;
@@ -34,6 +41,10 @@ use wiremock::matchers::any;
 use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
 
 pub use store::Kind;
+
+/// The API version the double answers in and stamps on the events it makes: the one
+/// `billing_stripe::API_VERSION` pins (the first of [`schema::NEWER_API_VERSIONS`]).
+pub const API_VERSION: &str = schema::NEWER_API_VERSIONS[0];
 
 /// One request the double received.
 #[derive(Debug, Clone, PartialEq)]
@@ -60,6 +71,29 @@ impl RecordedRequest {
     }
 }
 
+/// The double's answer to one API request, for any transport to send.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Answer {
+    pub status: u16,
+    /// Stripe's JSON body: the object, the list, or `{"error": ...}`.
+    pub body: Value,
+    /// Headers Stripe sends besides the content type: `request-id` always,
+    /// `idempotent-replayed: true` on a replay.
+    pub headers: Vec<(String, String)>,
+}
+
+/// Why Stripe did not take a payment: a card error (`code` `card_declined`, `incorrect_number`,
+/// ...; `decline_code` for a decline), or a session that cannot be paid (`session_not_open`,
+/// `resource_missing`, `unsupported_mode`, `unsupported`). `message` is the text Stripe shows the
+/// customer.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{message}")]
+pub struct Declined {
+    pub code: String,
+    pub decline_code: Option<String>,
+    pub message: String,
+}
+
 struct Fault {
     method: String,
     path: String,
@@ -78,216 +112,55 @@ struct State {
     requests: Vec<RecordedRequest>,
     violations: Vec<String>,
     faults: Vec<Fault>,
+    /// Applied by [`StripeDouble`]'s HTTP responses only.
     delay: Option<Duration>,
     idempotency: HashMap<String, Replay>,
 }
 
-/// A running Stripe double. Point the code under test at [`uri`](Self::uri).
-pub struct StripeDouble {
-    server: MockServer,
+/// The Stripe double, without a transport: its objects, what it was sent, and how it answers.
+/// Clones share one state.
+#[derive(Clone, Default)]
+pub struct Api {
     state: Arc<Mutex<State>>,
 }
 
-impl StripeDouble {
-    pub async fn start() -> Self {
-        let server = MockServer::start().await;
-        let state = Arc::new(Mutex::new(State::default()));
-        Mock::given(any())
-            .respond_with(Handler {
-                state: Arc::clone(&state),
-            })
-            .mount(&server)
-            .await;
-        Self { server, state }
-    }
-
-    /// The base URL, e.g. `http://127.0.0.1:41234` (no trailing slash, no `/v1`).
-    pub fn uri(&self) -> String {
-        self.server.uri()
+impl Api {
+    /// An empty account.
+    pub fn new() -> Self {
+        Self::default()
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
-        lock(&self.state)
+        // A test that panicked while holding the lock has already failed; its state is still the
+        // best evidence for the next assertion.
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Every request received, in order.
-    pub fn requests(&self) -> Vec<RecordedRequest> {
-        self.lock().requests.clone()
-    }
-
-    /// The POST requests received, in order: Stripe's writes.
-    pub fn posts(&self) -> Vec<RecordedRequest> {
-        self.requests()
-            .into_iter()
-            .filter(|r| r.method == "POST")
-            .collect()
-    }
-
-    /// Everything the real API would have refused, or that the contract forbids (a create without
-    /// an `Idempotency-Key`), one line each.
-    pub fn violations(&self) -> Vec<String> {
-        self.lock().violations.clone()
-    }
-
-    /// Panics, listing them, if any request broke Stripe's schemas or the contract.
-    #[track_caller]
-    pub fn assert_no_violations(&self) {
-        let violations = self.violations();
-        assert!(
-            violations.is_empty(),
-            "requests Stripe would refuse:\n{}",
-            violations.join("\n")
-        );
-    }
-
-    /// The stored objects of a kind, oldest first, as the API would return them (endpoint
-    /// secrets included, so tests can check what was handed out).
-    pub fn objects(&self, kind: Kind) -> Vec<Value> {
-        self.lock().store.all(kind)
-    }
-
-    /// Creates an object directly, as set-up (not recorded, not checked). `params` are the
-    /// decoded form parameters the API would take, e.g. `{"name": "billing"}` for a product.
-    /// Returns the object, or Stripe's error body.
-    pub fn create(&self, kind: Kind, params: Value) -> Result<Value, Value> {
-        let path = match kind {
-            Kind::Product => "/v1/products",
-            Kind::Price => "/v1/prices",
-            Kind::WebhookEndpoint => "/v1/webhook_endpoints",
-            Kind::Customer => "/v1/customers",
-            Kind::CheckoutSession => "/v1/checkout/sessions",
-            Kind::BillingPortalSession => "/v1/billing_portal/sessions",
-            // Made by Stripe (events) or by Checkout and billing (subscriptions, their schedules,
-            // charges, invoices) here: tests insert them.
-            Kind::Event
-            | Kind::Subscription
-            | Kind::Charge
-            | Kind::Invoice
-            | Kind::SubscriptionSchedule => {
-                return Err(store::error(400, "use insert for this kind", None, None).1);
-            }
-        };
-        match self.lock().store.handle("POST", path, &params) {
-            (200, object) => Ok(object),
-            (_, error) => Err(error),
-        }
-    }
-
-    /// Changes fields of a stored object, as set-up (e.g. a Checkout Session becoming `complete`).
-    pub fn patch(&self, kind: Kind, id: &str, patch: Value) -> Option<Value> {
-        self.lock().store.patch(kind, id, &patch)
-    }
-
-    /// Stores `object` as Stripe has it, id and `created` as given: events a test says Stripe
-    /// sent (or that were lost on the way), for `GET /v1/events` to list.
-    pub fn insert(&self, kind: Kind, object: Value) {
-        self.lock().store.insert(kind, object);
-    }
-
-    /// [`insert`](Self::insert) for many objects under one lock, to seed a backfill test with
-    /// 100,000 of them. The objects are collected before the lock is taken, so an iterator that
-    /// reads the double itself does not deadlock.
-    pub fn insert_many(&self, kind: Kind, objects: impl IntoIterator<Item = Value>) {
-        let objects: Vec<Value> = objects.into_iter().collect();
-        self.lock().store.insert_many(kind, objects);
-    }
-
-    /// The next `times` requests to `method path` get `status` (429 or 5xx, say) with a Stripe
-    /// error body, and change nothing.
-    pub fn fail_next(&self, method: &str, path: &str, status: u16, times: usize) {
-        self.lock().faults.push(Fault {
-            method: method.to_ascii_uppercase(),
-            path: path.to_owned(),
-            status,
-            remaining: times,
-        });
-    }
-
-    /// Delays every response by `delay` (`None` to stop), to exercise timeouts.
-    pub fn set_delay(&self, delay: Option<Duration>) {
-        self.lock().delay = delay;
-    }
-
-    /// Seeds the account as `stripe-setup init` leaves it with the built-in catalog: the
-    /// `billing` product and its Monthly (5499), Daily (299) and Annual (50000) CAD prices under
-    /// the lookup keys `billing_monthly`, `billing_daily`, `billing_annual`.
-    pub fn seed_default_catalog(&self) -> SeededCatalog {
-        let created = |kind, params| {
-            let object = self.create(kind, params).expect("seeding a fresh double");
-            object["id"].as_str().unwrap_or_default().to_owned()
-        };
-        let product = created(
-            Kind::Product,
-            serde_json::json!({"name": "billing", "metadata": {"catalog_key": "billing"}}),
-        );
-        let price = |amount: i64, interval: &str, key: &str, nickname: &str| {
-            created(
-                Kind::Price,
-                serde_json::json!({
-                    "product": product, "currency": "cad", "unit_amount": amount,
-                    "recurring": {"interval": interval}, "lookup_key": key, "nickname": nickname
-                }),
-            )
-        };
-        let annual = price(50000, "year", "billing_annual", "Annual Plan");
-        let monthly = price(5499, "month", "billing_monthly", "Monthly Plan");
-        let daily = price(299, "day", "billing_daily", "Daily Plan");
-        SeededCatalog {
-            product,
-            monthly,
-            daily,
-            annual,
-        }
-    }
-}
-
-/// The ids [`StripeDouble::seed_default_catalog`] created.
-#[derive(Debug, Clone)]
-pub struct SeededCatalog {
-    pub product: String,
-    pub monthly: String,
-    pub daily: String,
-    pub annual: String,
-}
-
-fn lock(state: &Mutex<State>) -> MutexGuard<'_, State> {
-    // A test that panicked while holding the lock has already failed; its state is still the
-    // best evidence for the next assertion.
-    state
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
-struct Handler {
-    state: Arc<Mutex<State>>,
-}
-
-impl Respond for Handler {
-    fn respond(&self, request: &Request) -> ResponseTemplate {
-        let mut state = lock(&self.state);
-        let method = request.method.as_str().to_owned();
-        let path = request.url.path().to_owned();
-        let headers: BTreeMap<String, String> = request
-            .headers
-            .iter()
-            .map(|(k, v)| {
-                (
-                    k.as_str().to_owned(),
-                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
-                )
-            })
-            .collect();
-        let raw: Vec<u8> = if method == "GET" {
-            request.url.query().unwrap_or_default().as_bytes().to_vec()
-        } else {
-            request.body.clone()
-        };
+    /// Answers one Stripe API request as the double does over HTTP: the request is checked
+    /// against Stripe's schema (what Stripe would refuse is refused, and recorded as a
+    /// violation), recorded, failed if a fault is pending ([`fail_next`](Self::fail_next)),
+    /// replayed if its `Idempotency-Key` was seen, and otherwise answered by the store.
+    ///
+    /// `raw` is the query string for GET (without `?`) and the form body otherwise; header names
+    /// are lower case.
+    pub fn answer(
+        &self,
+        method: &str,
+        path: &str,
+        raw: &[u8],
+        headers: &BTreeMap<String, String>,
+    ) -> Answer {
+        let mut state = self.lock();
+        let method = method.to_ascii_uppercase();
+        let path = path.to_owned();
 
         let mut violations = Vec::new();
         let op = schema::find(&method, &path);
         let params = match op {
             Some(op) => {
-                let (params, errors) = op.check(&raw);
+                let (params, errors) = op.check(raw);
                 violations.extend(errors.into_iter().map(|e| format!("{method} {path}: {e}")));
                 params
             }
@@ -295,7 +168,7 @@ impl Respond for Handler {
                 violations.push(format!(
                     "{method} {path}: not an operation in Stripe's API spec"
                 ));
-                form::decode(&raw).unwrap_or_default()
+                form::decode(raw).unwrap_or_default()
             }
         };
         // What the real API would refuse is answered as it would answer; a create without an
@@ -336,7 +209,7 @@ impl Respond for Handler {
             let (s, b) = store::error(status, &message, None, None);
             (s, b, false)
         } else {
-            let fingerprint = (method.clone(), path.clone(), raw.clone());
+            let fingerprint = (method.clone(), path.clone(), raw.to_vec());
             match key
                 .as_ref()
                 .filter(|_| method == "POST")
@@ -376,16 +249,387 @@ impl Respond for Handler {
             method,
             path,
             params,
-            headers,
+            headers: headers.clone(),
             status,
         });
-        let mut response = ResponseTemplate::new(status)
-            .set_body_json(body)
-            .insert_header("request-id", format!("req_dbl{}", state.requests.len()));
+        let mut answer_headers = vec![(
+            "request-id".to_owned(),
+            format!("req_dbl{}", state.requests.len()),
+        )];
         if replayed {
-            response = response.insert_header("idempotent-replayed", "true");
+            answer_headers.push(("idempotent-replayed".to_owned(), "true".to_owned()));
         }
-        if let Some(delay) = state.delay {
+        Answer {
+            status,
+            body,
+            headers: answer_headers,
+        }
+    }
+
+    /// From now on a new Checkout Session's `url` is `{base}/checkout/{id}` and a portal
+    /// session's `{base}/portal/{id}` (a trailing `/` on `base` is dropped), where a local
+    /// Stripe serves those pages. Until then they are Stripe's own (unreachable) URLs.
+    pub fn set_public_url(&self, base: &str) {
+        self.lock().store.public_url = Some(base.trim_end_matches('/').to_owned());
+    }
+
+    /// Webhook endpoints created from now on get the signing secret `secret`, so that a service
+    /// can be given it before the endpoint exists; `None` makes up one per endpoint again.
+    pub fn set_webhook_secret(&self, secret: Option<String>) {
+        self.lock().store.webhook_secret = secret;
+    }
+
+    /// Stripe's side of a customer paying the Checkout Session `session_id` with the test card
+    /// `card_number` (spaces ignored). Returns the events Stripe sends, in order, each also
+    /// stored for `GET /v1/events`.
+    ///
+    /// Cards: Stripe's test numbers that pay (`4242 4242 4242 4242`, `4000 0566 5566 5556`, ...)
+    /// pay; `4000000000000002` is declined (`card_declined`/`generic_decline`),
+    /// `4000000000009995` too (`insufficient_funds`), as are Stripe's other documented declining
+    /// numbers (lost, stolen, expired, incorrect CVC, processing error); any other number is
+    /// `incorrect_number`. A declined payment changes nothing and the session stays open.
+    ///
+    /// In `subscription` mode a payment makes, with real-time `created`: the customer (unless
+    /// the session names one; email from `customer_email`, nothing else copied), an `active`
+    /// subscription of the session's recurring prices with `subscription_data[metadata]`, its
+    /// paid invoice and the charge, and completes the session. Events: `customer.created` (for
+    /// a new customer), `charge.succeeded`, `invoice.paid`, `customer.subscription.created`,
+    /// `checkout.session.completed`.
+    ///
+    /// `payment` mode is paid minimally: a charge (no invoice), a customer only if the session
+    /// names one or was created with `customer_creation=always`; events `customer.created` (if
+    /// new), `charge.succeeded`, `checkout.session.completed`.
+    ///
+    /// Refused (as [`Declined`], before the card is looked at): an unknown session
+    /// (`resource_missing`), one not `open` (`session_not_open`), `setup` mode
+    /// (`unsupported_mode`), and what the double does not model (`unsupported`): trials,
+    /// `price_data` line items, sessions it does not know the line items of (inserted ones).
+    pub fn complete_checkout(
+        &self,
+        session_id: &str,
+        card_number: &str,
+    ) -> Result<Vec<Value>, Declined> {
+        flows::complete_checkout(&mut self.lock().store, session_id, card_number)
+    }
+
+    /// The customer portal's "cancel plan" (`cancel = true`) or "renew plan" (`false`) for the
+    /// portal session's customer: sets `cancel_at_period_end` (and `cancel_at` to the period's
+    /// end, `canceled_at`, `cancellation_details.reason`) and returns
+    /// `[customer.subscription.updated]` with `data.previous_attributes`; no event if nothing
+    /// changes. Errors: an unknown portal session or subscription, another customer's
+    /// subscription, one that has ended.
+    pub fn portal_cancel_at_period_end(
+        &self,
+        portal_session_id: &str,
+        subscription_id: &str,
+        cancel: bool,
+    ) -> Result<Vec<Value>, String> {
+        flows::portal_cancel_at_period_end(
+            &mut self.lock().store,
+            portal_session_id,
+            subscription_id,
+            cancel,
+        )
+    }
+
+    /// The customer portal's "update plan": the subscription's (single) item gets `price_id`,
+    /// which must exist, be active, recurring and in the subscription's currency. A different
+    /// interval starts a new period now; no proration invoice is made. Returns
+    /// `[customer.subscription.updated]` with the old `items` as `previous_attributes`; no
+    /// event if the subscription already has that price. Errors as
+    /// [`portal_cancel_at_period_end`](Self::portal_cancel_at_period_end), and for the price.
+    pub fn portal_switch_price(
+        &self,
+        portal_session_id: &str,
+        subscription_id: &str,
+        price_id: &str,
+    ) -> Result<Vec<Value>, String> {
+        flows::portal_switch_price(
+            &mut self.lock().store,
+            portal_session_id,
+            subscription_id,
+            price_id,
+        )
+    }
+
+    /// The stored objects of a kind, oldest first, as the API would return them (endpoint
+    /// secrets included, so tests can check what was handed out).
+    pub fn objects(&self, kind: Kind) -> Vec<Value> {
+        self.lock().store.all(kind)
+    }
+
+    /// One stored object (an endpoint with its secret), or `None`.
+    pub fn retrieve(&self, kind: Kind, id: &str) -> Option<Value> {
+        self.lock().store.get(kind, id).cloned()
+    }
+
+    /// `(url, secret)` of each enabled webhook endpoint that takes `event_type` (it is in the
+    /// endpoint's `enabled_events`, or `*` is), oldest endpoint first.
+    pub fn webhook_endpoints_for(&self, event_type: &str) -> Vec<(String, String)> {
+        self.lock()
+            .store
+            .all(Kind::WebhookEndpoint)
+            .into_iter()
+            .filter(|e| e["status"] == "enabled")
+            .filter(|e| {
+                e["enabled_events"]
+                    .as_array()
+                    .is_some_and(|types| types.iter().any(|t| t == event_type || t == "*"))
+            })
+            .filter_map(|e| {
+                Some((
+                    e["url"].as_str()?.to_owned(),
+                    e["secret"].as_str().unwrap_or_default().to_owned(),
+                ))
+            })
+            .collect()
+    }
+
+    /// Every request received, in order.
+    pub fn requests(&self) -> Vec<RecordedRequest> {
+        self.lock().requests.clone()
+    }
+
+    /// Everything the real API would have refused, or that the contract forbids (a create without
+    /// an `Idempotency-Key`), one line each.
+    pub fn violations(&self) -> Vec<String> {
+        self.lock().violations.clone()
+    }
+
+    /// Creates an object directly, as set-up (not recorded, not checked). `params` are the
+    /// decoded form parameters the API would take, e.g. `{"name": "billing"}` for a product.
+    /// Returns the object, or Stripe's error body.
+    pub fn create(&self, kind: Kind, params: Value) -> Result<Value, Value> {
+        let path = match kind {
+            Kind::Product => "/v1/products",
+            Kind::Price => "/v1/prices",
+            Kind::WebhookEndpoint => "/v1/webhook_endpoints",
+            Kind::Customer => "/v1/customers",
+            Kind::CheckoutSession => "/v1/checkout/sessions",
+            Kind::BillingPortalSession => "/v1/billing_portal/sessions",
+            // Made by Stripe (events) or by Checkout and billing (subscriptions, their schedules,
+            // charges, invoices) here: tests insert them.
+            Kind::Event
+            | Kind::Subscription
+            | Kind::Charge
+            | Kind::Invoice
+            | Kind::SubscriptionSchedule => {
+                return Err(store::error(400, "use insert for this kind", None, None).1);
+            }
+        };
+        match self.lock().store.handle("POST", path, &params) {
+            (200, object) => Ok(object),
+            (_, error) => Err(error),
+        }
+    }
+
+    /// Changes fields of a stored object, as set-up (e.g. a Checkout Session becoming `complete`).
+    pub fn patch(&self, kind: Kind, id: &str, patch: Value) -> Option<Value> {
+        self.lock().store.patch(kind, id, &patch)
+    }
+
+    /// Stores `object` as Stripe has it, id and `created` as given.
+    pub fn insert(&self, kind: Kind, object: Value) {
+        self.lock().store.insert(kind, object);
+    }
+
+    /// [`insert`](Self::insert) for many objects under one lock. The objects are collected
+    /// before the lock is taken, so an iterator that reads the double itself does not deadlock.
+    pub fn insert_many(&self, kind: Kind, objects: impl IntoIterator<Item = Value>) {
+        let objects: Vec<Value> = objects.into_iter().collect();
+        self.lock().store.insert_many(kind, objects);
+    }
+
+    /// The next `times` requests to `method path` get `status` (429 or 5xx, say) with a Stripe
+    /// error body, and change nothing.
+    pub fn fail_next(&self, method: &str, path: &str, status: u16, times: usize) {
+        self.lock().faults.push(Fault {
+            method: method.to_ascii_uppercase(),
+            path: path.to_owned(),
+            status,
+            remaining: times,
+        });
+    }
+
+    /// Seeds the account as `stripe-setup init` leaves it with the built-in catalog: the
+    /// `billing` product and its Monthly (5499), Daily (299) and Annual (50000) CAD prices under
+    /// the lookup keys `billing_monthly`, `billing_daily`, `billing_annual`.
+    pub fn seed_default_catalog(&self) -> SeededCatalog {
+        let created = |kind, params| {
+            let object = self.create(kind, params).expect("seeding a fresh double");
+            object["id"].as_str().unwrap_or_default().to_owned()
+        };
+        let product = created(
+            Kind::Product,
+            serde_json::json!({"name": "billing", "metadata": {"catalog_key": "billing"}}),
+        );
+        let price = |amount: i64, interval: &str, key: &str, nickname: &str| {
+            created(
+                Kind::Price,
+                serde_json::json!({
+                    "product": product, "currency": "cad", "unit_amount": amount,
+                    "recurring": {"interval": interval}, "lookup_key": key, "nickname": nickname
+                }),
+            )
+        };
+        let annual = price(50000, "year", "billing_annual", "Annual Plan");
+        let monthly = price(5499, "month", "billing_monthly", "Monthly Plan");
+        let daily = price(299, "day", "billing_daily", "Daily Plan");
+        SeededCatalog {
+            product,
+            monthly,
+            daily,
+            annual,
+        }
+    }
+}
+
+/// A running Stripe double. Point the code under test at [`uri`](Self::uri).
+pub struct StripeDouble {
+    server: MockServer,
+    api: Api,
+}
+
+impl StripeDouble {
+    pub async fn start() -> Self {
+        let server = MockServer::start().await;
+        let api = Api::new();
+        Mock::given(any())
+            .respond_with(Handler { api: api.clone() })
+            .mount(&server)
+            .await;
+        Self { server, api }
+    }
+
+    /// The base URL, e.g. `http://127.0.0.1:41234` (no trailing slash, no `/v1`).
+    pub fn uri(&self) -> String {
+        self.server.uri()
+    }
+
+    /// The double behind the server (sharing its state), for what Stripe does without an API
+    /// request: [`Api::complete_checkout`], the portal's changes.
+    pub fn api(&self) -> Api {
+        self.api.clone()
+    }
+
+    /// Every request received, in order.
+    pub fn requests(&self) -> Vec<RecordedRequest> {
+        self.api.requests()
+    }
+
+    /// The POST requests received, in order: Stripe's writes.
+    pub fn posts(&self) -> Vec<RecordedRequest> {
+        self.requests()
+            .into_iter()
+            .filter(|r| r.method == "POST")
+            .collect()
+    }
+
+    /// Everything the real API would have refused, or that the contract forbids (a create without
+    /// an `Idempotency-Key`), one line each.
+    pub fn violations(&self) -> Vec<String> {
+        self.api.violations()
+    }
+
+    /// Panics, listing them, if any request broke Stripe's schemas or the contract.
+    #[track_caller]
+    pub fn assert_no_violations(&self) {
+        let violations = self.violations();
+        assert!(
+            violations.is_empty(),
+            "requests Stripe would refuse:\n{}",
+            violations.join("\n")
+        );
+    }
+
+    /// The stored objects of a kind, oldest first, as the API would return them (endpoint
+    /// secrets included, so tests can check what was handed out).
+    pub fn objects(&self, kind: Kind) -> Vec<Value> {
+        self.api.objects(kind)
+    }
+
+    /// Creates an object directly, as set-up (not recorded, not checked). `params` are the
+    /// decoded form parameters the API would take, e.g. `{"name": "billing"}` for a product.
+    /// Returns the object, or Stripe's error body.
+    pub fn create(&self, kind: Kind, params: Value) -> Result<Value, Value> {
+        self.api.create(kind, params)
+    }
+
+    /// Changes fields of a stored object, as set-up (e.g. a Checkout Session becoming `complete`).
+    pub fn patch(&self, kind: Kind, id: &str, patch: Value) -> Option<Value> {
+        self.api.patch(kind, id, patch)
+    }
+
+    /// Stores `object` as Stripe has it, id and `created` as given: events a test says Stripe
+    /// sent (or that were lost on the way), for `GET /v1/events` to list.
+    pub fn insert(&self, kind: Kind, object: Value) {
+        self.api.insert(kind, object);
+    }
+
+    /// [`insert`](Self::insert) for many objects under one lock, to seed a backfill test with
+    /// 100,000 of them. The objects are collected before the lock is taken, so an iterator that
+    /// reads the double itself does not deadlock.
+    pub fn insert_many(&self, kind: Kind, objects: impl IntoIterator<Item = Value>) {
+        self.api.insert_many(kind, objects);
+    }
+
+    /// The next `times` requests to `method path` get `status` (429 or 5xx, say) with a Stripe
+    /// error body, and change nothing.
+    pub fn fail_next(&self, method: &str, path: &str, status: u16, times: usize) {
+        self.api.fail_next(method, path, status, times);
+    }
+
+    /// Delays every response by `delay` (`None` to stop), to exercise timeouts.
+    pub fn set_delay(&self, delay: Option<Duration>) {
+        self.api.lock().delay = delay;
+    }
+
+    /// Seeds the account as `stripe-setup init` leaves it with the built-in catalog: the
+    /// `billing` product and its Monthly (5499), Daily (299) and Annual (50000) CAD prices under
+    /// the lookup keys `billing_monthly`, `billing_daily`, `billing_annual`.
+    pub fn seed_default_catalog(&self) -> SeededCatalog {
+        self.api.seed_default_catalog()
+    }
+}
+
+/// The ids [`StripeDouble::seed_default_catalog`] created.
+#[derive(Debug, Clone)]
+pub struct SeededCatalog {
+    pub product: String,
+    pub monthly: String,
+    pub daily: String,
+    pub annual: String,
+}
+
+/// Serves the [`Api`] over wiremock.
+struct Handler {
+    api: Api,
+}
+
+impl Respond for Handler {
+    fn respond(&self, request: &Request) -> ResponseTemplate {
+        let method = request.method.as_str();
+        let headers: BTreeMap<String, String> = request
+            .headers
+            .iter()
+            .map(|(k, v)| {
+                (
+                    k.as_str().to_ascii_lowercase(),
+                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                )
+            })
+            .collect();
+        let raw: &[u8] = if method == "GET" {
+            request.url.query().unwrap_or_default().as_bytes()
+        } else {
+            &request.body
+        };
+        let answer = self.api.answer(method, request.url.path(), raw, &headers);
+        let mut response = ResponseTemplate::new(answer.status).set_body_json(answer.body);
+        for (name, value) in answer.headers {
+            response = response.insert_header(name.as_str(), value.as_str());
+        }
+        if let Some(delay) = self.api.lock().delay {
             response = response.set_delay(delay);
         }
         response
@@ -474,6 +718,142 @@ mod tests {
             .unwrap()
             .as_secs() as i64;
         assert!((now - sent).abs() <= 5, "{date} is not now");
+        stripe.assert_no_violations();
+    }
+
+    fn authorized(key: Option<&str>) -> BTreeMap<String, String> {
+        let mut headers =
+            BTreeMap::from([("authorization".to_owned(), "Bearer sk_test_1".to_owned())]);
+        if let Some(key) = key {
+            headers.insert("idempotency-key".to_owned(), key.to_owned());
+        }
+        headers
+    }
+
+    fn header<'a>(answer: &'a Answer, name: &str) -> Option<&'a str> {
+        answer
+            .headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// `answer` is the whole double: it checks, records, injects faults and replays as the HTTP
+    /// path always did.
+    #[test]
+    fn answer_checks_records_fails_and_replays() {
+        let api = Api::new();
+        let created = api.answer(
+            "POST",
+            "/v1/customers",
+            b"email=a@x.test&metadata[user_id]=u1",
+            &authorized(Some("k1")),
+        );
+        assert_eq!(created.status, 200, "{}", created.body);
+        assert_eq!(created.body["metadata"]["user_id"], "u1");
+        assert_eq!(header(&created, "request-id"), Some("req_dbl1"));
+        assert_eq!(header(&created, "idempotent-replayed"), None);
+
+        // The same key and body: Stripe's first answer again, and nothing new.
+        let replayed = api.answer(
+            "POST",
+            "/v1/customers",
+            b"email=a@x.test&metadata[user_id]=u1",
+            &authorized(Some("k1")),
+        );
+        assert_eq!(replayed.body, created.body);
+        assert_eq!(header(&replayed, "idempotent-replayed"), Some("true"));
+        assert_eq!(header(&replayed, "request-id"), Some("req_dbl2"));
+        assert_eq!(api.objects(Kind::Customer).len(), 1);
+        let reused = api.answer(
+            "POST",
+            "/v1/customers",
+            b"email=b@x.test",
+            &authorized(Some("k1")),
+        );
+        assert_eq!(reused.status, 400);
+        assert_eq!(reused.body["error"]["code"], "idempotency_key_in_use");
+        assert!(api.violations().is_empty(), "{:?}", api.violations());
+
+        // What Stripe would refuse, refused and recorded.
+        let unknown = api.answer(
+            "POST",
+            "/v1/customers",
+            b"colour=red",
+            &authorized(Some("k2")),
+        );
+        assert_eq!(unknown.status, 400);
+        let anonymous = api.answer("GET", "/v1/customers", b"", &BTreeMap::new());
+        assert_eq!(anonymous.status, 401);
+        let keyless = api.answer("POST", "/v1/customers", b"", &authorized(None));
+        assert_eq!(keyless.status, 200);
+        let violations = api.violations();
+        assert_eq!(violations.len(), 3, "{violations:?}");
+        assert!(violations[0].contains("colour"), "{violations:?}");
+        assert!(violations[1].contains("Authorization"), "{violations:?}");
+        assert!(violations[2].contains("Idempotency-Key"), "{violations:?}");
+
+        // An injected fault, once.
+        api.fail_next("get", "/v1/customers", 503, 1);
+        let failed = api.answer("GET", "/v1/customers", b"limit=1", &authorized(None));
+        assert_eq!(failed.status, 503);
+        assert_eq!(failed.body["error"]["type"], "api_error");
+        let listed = api.answer("GET", "/v1/customers", b"limit=1", &authorized(None));
+        assert_eq!(listed.status, 200);
+        assert_eq!(listed.body["data"].as_array().unwrap().len(), 1);
+
+        let requests = api.requests();
+        let statuses: Vec<u16> = requests.iter().map(|r| r.status).collect();
+        assert_eq!(statuses, [200, 200, 400, 400, 401, 200, 503, 200]);
+        assert_eq!(requests[0].params["email"], "a@x.test");
+        assert_eq!(requests[0].idempotency_key(), Some("k1"));
+        assert_eq!(requests[7].params["limit"], 1);
+    }
+
+    /// The HTTP double and its [`Api`] are one: what either is sent, both record, and what
+    /// [`Api::complete_checkout`] makes is served over HTTP.
+    #[tokio::test]
+    async fn the_http_double_and_its_api_share_one_state() {
+        let stripe = StripeDouble::start().await;
+        let api = stripe.api();
+        let catalog = stripe.seed_default_catalog();
+        let (head, _) = get(&stripe.uri(), "/v1/customers?limit=1");
+        assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+        assert!(
+            head.to_ascii_lowercase().contains("request-id: req_dbl1"),
+            "{head}"
+        );
+        let body = format!(
+            "mode=subscription&customer_email=h@x.test&line_items[0][price]={}\
+             &line_items[0][quantity]=1&success_url=http://x.test/s",
+            catalog.monthly
+        );
+        let session = api.answer(
+            "POST",
+            "/v1/checkout/sessions",
+            body.as_bytes(),
+            &authorized(Some("cs-1")),
+        );
+        assert_eq!(session.status, 200, "{}", session.body);
+        let paths: Vec<String> = stripe.requests().into_iter().map(|r| r.path).collect();
+        assert_eq!(paths, ["/v1/customers", "/v1/checkout/sessions"]);
+
+        let session_id = session.body["id"].as_str().unwrap();
+        let events = api
+            .complete_checkout(session_id, "4242424242424242")
+            .unwrap();
+        let (head, body) = get(&stripe.uri(), "/v1/events?limit=100");
+        assert!(head.starts_with("HTTP/1.1 200"), "{head}\n{body}");
+        let listed: Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(listed["data"].as_array().unwrap().len(), events.len());
+        assert_eq!(listed["data"][0]["type"], "checkout.session.completed");
+        let (_, body) = get(
+            &stripe.uri(),
+            &format!("/v1/checkout/sessions/{session_id}"),
+        );
+        let completed: Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(completed["status"], "complete");
+        assert_eq!(stripe.objects(Kind::Subscription).len(), 1);
         stripe.assert_no_violations();
     }
 

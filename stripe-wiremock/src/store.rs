@@ -31,7 +31,7 @@ pub enum Kind {
 }
 
 impl Kind {
-    fn prefix(self) -> &'static str {
+    pub(crate) fn prefix(self) -> &'static str {
         match self {
             Kind::Product => "prod_",
             Kind::Price => "price_",
@@ -209,6 +209,16 @@ pub struct Store {
     next_id: u64,
     /// A fake clock, so that `created` orders objects deterministically.
     clock: i64,
+    /// Where the Checkout and portal pages are served (`Api::set_public_url`), without a trailing
+    /// slash; `None` gives sessions Stripe's own URLs.
+    pub(crate) public_url: Option<String>,
+    /// The signing secret new webhook endpoints get (`Api::set_webhook_secret`); `None` makes
+    /// one up per endpoint.
+    pub(crate) webhook_secret: Option<String>,
+    /// The parameters each Checkout Session was created with, by session id. Stripe keeps them
+    /// (line items, `subscription_data`) without returning them on the session, and paying the
+    /// session needs them.
+    pub(crate) session_params: HashMap<String, Value>,
 }
 
 const EPOCH: i64 = 1_767_225_600;
@@ -226,12 +236,20 @@ impl Store {
         self.objects.entry(kind).or_default()
     }
 
-    fn get(&self, kind: Kind, id: &str) -> Option<&Value> {
+    /// The stored object of a kind with this id.
+    pub fn get(&self, kind: Kind, id: &str) -> Option<&Value> {
         self.objects.get(&kind)?.get(id)
     }
 
-    fn get_mut(&mut self, kind: Kind, id: &str) -> Option<&mut Value> {
+    pub(crate) fn get_mut(&mut self, kind: Kind, id: &str) -> Option<&mut Value> {
         self.objects.get_mut(&kind)?.get_mut(id)
+    }
+
+    /// A fresh id with `prefix` (`si_`, `pi_`, ...), from the counter the stored kinds use, for
+    /// objects the double does not keep as a kind of their own.
+    pub(crate) fn mint(&mut self, prefix: &str) -> String {
+        self.next_id += 1;
+        format!("{prefix}Dbl{:08}", self.next_id)
     }
 
     fn new_id(&mut self, kind: Kind) -> (String, i64) {
@@ -573,7 +591,9 @@ impl Store {
             "enabled_events": params["enabled_events"],
             "livemode": false,
             "metadata": metadata(params),
-            "secret": format!("whsec_dbl{:016x}{:08}", created.wrapping_mul(0x9E37_79B9), self.next_id),
+            "secret": self.webhook_secret.clone().unwrap_or_else(|| {
+                format!("whsec_dbl{:016x}{:08}", created.wrapping_mul(0x9E37_79B9), self.next_id)
+            }),
             "status": "enabled",
             "url": params["url"],
         });
@@ -680,8 +700,12 @@ impl Store {
             "status": "open",
             "subscription": null,
             "success_url": params.get("success_url").cloned().unwrap_or(Value::Null),
-            "url": format!("https://checkout.stripe.com/c/pay/{id}"),
+            "url": match &self.public_url {
+                Some(base) => format!("{base}/checkout/{id}"),
+                None => format!("https://checkout.stripe.com/c/pay/{id}"),
+            },
         });
+        self.session_params.insert(id, params.clone());
         self.push(Kind::CheckoutSession, session)
     }
 
@@ -706,7 +730,10 @@ impl Store {
             "locale": null,
             "on_behalf_of": null,
             "return_url": params.get("return_url").cloned().unwrap_or(Value::Null),
-            "url": format!("https://billing.stripe.com/p/session/test_{id}"),
+            "url": match &self.public_url {
+                Some(base) => format!("{base}/portal/{id}"),
+                None => format!("https://billing.stripe.com/p/session/test_{id}"),
+            },
         });
         self.push(Kind::BillingPortalSession, session)
     }

@@ -2,8 +2,10 @@
 //! products, checkout, the redirect back, a signed webhook, the user's subscription, the portal,
 //! then SIGTERM.
 //!
-//! `.ci/run` builds `target/release/billing-service` first; elsewhere the test runs when that
-//! binary exists (`cargo build --release -p billing-service`) and says so when it does not.
+//! `.ci/run` builds the release binary beside the other tests: it names it in `RELEASE_BINARY`
+//! and the build's process in `RELEASE_BUILD_PID`, and this test waits for the one while the
+//! other runs. Elsewhere the test runs when `target/release/billing-service` exists
+//! (`cargo build --release -p billing-service`) and says so when it does not.
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -18,11 +20,45 @@ use test_support::process::{Launch, Process};
 const SECRET: &str = "whsec_release_test";
 
 fn release_binary() -> Option<PathBuf> {
+    if let Some(bin) = std::env::var_os("RELEASE_BINARY").map(PathBuf::from) {
+        return Some(wait_for_build(bin));
+    }
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target"));
     let bin = target.join("release/billing-service");
     bin.exists().then_some(bin)
+}
+
+/// `bin`, once the build in `RELEASE_BUILD_PID` has made it; a build that ends without it fails
+/// the test.
+fn wait_for_build(bin: PathBuf) -> PathBuf {
+    let build = std::env::var("RELEASE_BUILD_PID").unwrap_or_default();
+    let running = || {
+        // An ended child stays a zombie (`Z`) until the script waits for it.
+        std::fs::read_to_string(format!("/proc/{build}/stat")).is_ok_and(|stat| {
+            !stat
+                .rsplit(')')
+                .next()
+                .unwrap_or("")
+                .trim_start()
+                .starts_with('Z')
+        })
+    };
+    let deadline = Instant::now() + Duration::from_secs(30 * 60);
+    while !bin.exists() {
+        assert!(
+            running() || bin.exists(),
+            "the release build ({build}) ended without {}: see its log in .ci/run's output",
+            bin.display()
+        );
+        assert!(
+            Instant::now() < deadline,
+            "no release binary after 30 minutes"
+        );
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    bin
 }
 
 #[tokio::test]

@@ -66,9 +66,7 @@ impl Deliverer {
     }
 
     async fn post(&self, url: &str, secret: &str, payload: &str) -> Result<(), String> {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs() as i64);
+        let now = billing_service::clock::unix_now();
         let response = self
             .http
             .post(url)

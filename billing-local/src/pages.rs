@@ -41,6 +41,13 @@ input, select {{ font-size: 1rem; padding: .45rem; border: 1px solid #cfd7df; bo
     )
 }
 
+/// A URL a Checkout Session was given, with `{CHECKOUT_SESSION_ID}` filled in as Stripe fills it.
+pub fn session_url(url: &Value, session_id: &str) -> String {
+    url.as_str()
+        .unwrap_or("/")
+        .replace("{CHECKOUT_SESSION_ID}", session_id)
+}
+
 /// `5499` `cad` → `CAD 54.99`.
 pub fn money(amount: &Value, currency: &Value) -> String {
     let minor = amount.as_i64().unwrap_or(0);
@@ -67,10 +74,7 @@ fn price_label(price: &Value) -> String {
 pub fn checkout(session: &Value, email: &str, error: Option<&str>) -> String {
     let id = session["id"].as_str().unwrap_or_default();
     let amount = money(&session["amount_total"], &session["currency"]);
-    let cancel = session["cancel_url"]
-        .as_str()
-        .unwrap_or("/")
-        .replace("{CHECKOUT_SESSION_ID}", id);
+    let cancel = session_url(&session["cancel_url"], id);
     let body = if session["status"] != "open" {
         format!(
             r#"<h1>Checkout</h1><p id="closed">This checkout session is {}.</p>"#,

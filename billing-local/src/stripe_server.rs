@@ -3,7 +3,7 @@
 //! (a card field that takes Stripe's test numbers) and the customer portal at `/portal/{id}`.
 //! What a payment or a portal action changes is sent to the webhook endpoints as Stripe would.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 
 use axum::Router;
 use axum::body::Bytes;
@@ -42,22 +42,9 @@ async fn stripe_api(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let raw = match method {
-        Method::GET => uri.query().unwrap_or_default().as_bytes().to_vec(),
-        _ => body.to_vec(),
-    };
-    let headers: BTreeMap<String, String> = headers
-        .iter()
-        .map(|(k, v)| {
-            (
-                k.as_str().to_owned(),
-                String::from_utf8_lossy(v.as_bytes()).into_owned(),
-            )
-        })
-        .collect();
     let answer = local
         .api
-        .answer(method.as_str(), uri.path(), &raw, &headers);
+        .answer_http(method.as_str(), uri.path(), uri.query(), &headers, &body);
     let status = StatusCode::from_u16(answer.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let mut response = (status, axum::Json(answer.body)).into_response();
     for (name, value) in answer.headers {
@@ -69,13 +56,6 @@ async fn stripe_api(
         }
     }
     response
-}
-
-/// A URL Stripe was given, with `{CHECKOUT_SESSION_ID}` filled in as Stripe fills it.
-fn fill(url: &Value, session_id: &str) -> String {
-    url.as_str()
-        .unwrap_or("/")
-        .replace("{CHECKOUT_SESSION_ID}", session_id)
 }
 
 async fn checkout_page(State(local): State<Local>, Path(id): Path<String>) -> Response {
@@ -106,7 +86,7 @@ async fn pay(
     match local.api.complete_checkout(&id, &form.card) {
         Ok(events) => {
             local.deliverer.send(events);
-            Redirect::to(&fill(&session["success_url"], &id)).into_response()
+            Redirect::to(&pages::session_url(&session["success_url"], &id)).into_response()
         }
         Err(declined) => (
             StatusCode::PAYMENT_REQUIRED,

@@ -145,6 +145,32 @@ impl Api {
     ///
     /// `raw` is the query string for GET (without `?`) and the form body otherwise; header names
     /// are lower case.
+    /// [`answer`](Self::answer) for a request as an HTTP server hands it over (wiremock's, or
+    /// the local Stripe's axum): the query is what a GET carries, the body what others do.
+    pub fn answer_http(
+        &self,
+        method: &str,
+        path: &str,
+        query: Option<&str>,
+        headers: &http::HeaderMap,
+        body: &[u8],
+    ) -> Answer {
+        let headers: BTreeMap<String, String> = headers
+            .iter()
+            .map(|(k, v)| {
+                (
+                    k.as_str().to_ascii_lowercase(),
+                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                )
+            })
+            .collect();
+        let raw = match method.eq_ignore_ascii_case("GET") {
+            true => query.unwrap_or_default().as_bytes(),
+            false => body,
+        };
+        self.answer(method, path, raw, &headers)
+    }
+
     pub fn answer(
         &self,
         method: &str,
@@ -608,23 +634,13 @@ struct Handler {
 
 impl Respond for Handler {
     fn respond(&self, request: &Request) -> ResponseTemplate {
-        let method = request.method.as_str();
-        let headers: BTreeMap<String, String> = request
-            .headers
-            .iter()
-            .map(|(k, v)| {
-                (
-                    k.as_str().to_ascii_lowercase(),
-                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
-                )
-            })
-            .collect();
-        let raw: &[u8] = if method == "GET" {
-            request.url.query().unwrap_or_default().as_bytes()
-        } else {
-            &request.body
-        };
-        let answer = self.api.answer(method, request.url.path(), raw, &headers);
+        let answer = self.api.answer_http(
+            request.method.as_str(),
+            request.url.path(),
+            request.url.query(),
+            &request.headers,
+            &request.body,
+        );
         let mut response = ResponseTemplate::new(answer.status).set_body_json(answer.body);
         for (name, value) in answer.headers {
             response = response.insert_header(name.as_str(), value.as_str());

@@ -184,7 +184,7 @@ pub async fn run(
     let mut summary: Vec<(Kind, KindSummary)> = chain.into_iter().chain(others).collect();
     summary.sort_unstable_by_key(|(kind, _)| *kind);
     let names: Vec<&str> = kinds.iter().map(|k| k.name()).collect();
-    sync_cursors::clear(&db.pool, &names).await?;
+    sync_cursors::clear(&mut *db.pool.acquire().await?, &names).await?;
     Ok(summary)
 }
 

@@ -5,7 +5,7 @@
 //! so a page and the cursor past it commit together. A sync that finishes all it was asked for
 //! [`clear`]s its rows.
 
-use sqlx::{Any, Executor, Row};
+use sqlx::{Any, AnyConnection, Executor, Row};
 
 use crate::clock::now_ms;
 
@@ -118,22 +118,12 @@ pub async fn advance<'c>(
 }
 
 /// Forgets the cursors of `kinds`: their sync is complete.
-pub async fn clear<'c>(
-    conn: impl Executor<'c, Database = Any>,
-    kinds: &[&str],
-) -> Result<(), sqlx::Error> {
-    if kinds.is_empty() {
-        return Ok(());
-    }
-    let placeholders: Vec<String> = (1..=kinds.len()).map(|i| format!("${i}")).collect();
-    let sql = format!(
-        "DELETE FROM sync_cursors WHERE kind IN ({})",
-        placeholders.join(", ")
-    );
-    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+pub async fn clear(conn: &mut AnyConnection, kinds: &[&str]) -> Result<(), sqlx::Error> {
     for kind in kinds {
-        query = query.bind(*kind);
+        sqlx::query("DELETE FROM sync_cursors WHERE kind = $1")
+            .bind(*kind)
+            .execute(&mut *conn)
+            .await?;
     }
-    query.execute(conn).await?;
     Ok(())
 }

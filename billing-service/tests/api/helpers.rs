@@ -2,9 +2,10 @@
 //! `test-support` (SQLite always, PostgreSQL when `DATABASE_URL` names a server).
 
 use billing_service::clock::unix_now;
-use billing_service::configuration::{DatabaseSettings, Settings};
+use billing_service::configuration::{DatabaseSettings, Settings, StripeApiSettings};
 use billing_service::db::Db;
 use billing_service::startup::Application;
+use billing_service::stripe_reader::StripeReader;
 use billing_service::webhook::handlers::Handlers;
 use billing_service::webhook::worker::WorkerHealth;
 use billing_stripe::fixtures::{self, EventSpec};
@@ -151,6 +152,17 @@ pub async fn wait_for_event(db: &Db, id: &str, done: impl Fn(&EventState) -> boo
         );
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
+}
+
+/// The service's Stripe reader pointed at the double, with short waits between retries.
+pub fn stripe_reader(stripe: &stripe_wiremock::StripeDouble) -> StripeReader {
+    StripeReader::new(&StripeApiSettings {
+        api_secret_key: billing_stripe::SecretKey::parse("sk_test_sync").unwrap(),
+        api_base: stripe.uri().parse().unwrap(),
+        timeout: std::time::Duration::from_secs(10),
+    })
+    .unwrap()
+    .with_backoff(std::time::Duration::from_millis(10))
 }
 
 pub async fn count(db: &Db, sql: &'static str) -> i64 {

@@ -27,21 +27,13 @@ use test_support::db::{TestDb, every_engine};
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
-use crate::helpers::{connect, spawn_app_with, test_settings};
+use crate::helpers::{connect, spawn_app_with, stripe_reader, test_settings};
 
 /// Objects' own `created`: long before the sync reads them.
 const BASE: i64 = 1_780_000_000;
 
 fn reader(stripe: &StripeDouble) -> Arc<StripeReader> {
-    Arc::new(
-        StripeReader::new(&StripeApiSettings {
-            api_secret_key: SecretKey::parse("sk_test_sync").unwrap(),
-            api_base: stripe.uri().parse().unwrap(),
-            timeout: Duration::from_secs(10),
-        })
-        .unwrap()
-        .with_backoff(Duration::from_millis(10)),
-    )
+    Arc::new(stripe_reader(stripe))
 }
 
 /// The object an event of `event_type` would carry; `i` names it and its customer.

@@ -3,31 +3,16 @@
 //! service's worker; the ones received are left alone; Stripe's rate limit (429) is waited out; types the handlers do not know and events older than `--since` are not asked for; a
 //! second run stores nothing.
 
-use std::time::Duration;
-
-use billing_service::configuration::StripeApiSettings;
-use billing_service::stripe_reader::StripeReader;
 use billing_service::sync::events::{Recovered, recover};
 use billing_service::webhook::handlers::Handlers;
-use billing_stripe::SecretKey;
 use billing_stripe::fixtures::{self, EventSpec, SUPPORTED};
 use serde_json::json;
 use stripe_wiremock::{Kind, StripeDouble};
 use test_support::db::every_engine;
 
-use crate::helpers::{event_state, spawn_app_with, test_settings};
+use crate::helpers::{event_state, spawn_app_with, stripe_reader, test_settings};
 
 const SINCE: i64 = 1_790_000_000;
-
-fn lists(stripe: &StripeDouble) -> StripeReader {
-    StripeReader::new(&StripeApiSettings {
-        api_secret_key: SecretKey::parse("sk_test_sync").unwrap(),
-        api_base: stripe.uri().parse().unwrap(),
-        timeout: Duration::from_secs(5),
-    })
-    .unwrap()
-    .with_backoff(Duration::from_millis(10))
-}
 
 #[tokio::test]
 async fn missing_events_are_stored_once_and_processed() {
@@ -75,7 +60,7 @@ async fn missing_events_are_stored_once_and_processed() {
 
         let handlers = Handlers::builtin();
         let types = handlers.event_types();
-        let first = recover(&app.db, &lists(&stripe), &types, SINCE)
+        let first = recover(&app.db, &stripe_reader(&stripe), &types, SINCE)
             .await
             .unwrap();
         assert_eq!(
@@ -99,7 +84,7 @@ async fn missing_events_are_stored_once_and_processed() {
             assert!(event_state(&app.db, skipped).await.is_none(), "{skipped}");
         }
 
-        let second = recover(&app.db, &lists(&stripe), &types, SINCE)
+        let second = recover(&app.db, &stripe_reader(&stripe), &types, SINCE)
             .await
             .unwrap();
         assert_eq!(second.stored, 0, "{second:?}");
@@ -128,10 +113,15 @@ async fn a_refusal_ends_the_sync_with_stripe_s_message() {
     let db = test_support::db::TestDb::sqlite();
     let app = spawn_app_with(test_settings(&db.url)).await;
     stripe.fail_next("GET", "/v1/events", 401, 1);
-    let err = recover(&app.db, &lists(&stripe), &["customer.created"], SINCE)
-        .await
-        .unwrap_err()
-        .to_string();
+    let err = recover(
+        &app.db,
+        &stripe_reader(&stripe),
+        &["customer.created"],
+        SINCE,
+    )
+    .await
+    .unwrap_err()
+    .to_string();
     assert!(err.contains("Stripe refused GET /v1/events (401)"), "{err}");
     app.stop().await;
 }

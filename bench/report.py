@@ -43,6 +43,7 @@ def machine():
         "kernel": platform.release(),
         "postgres": sh("psql", "--version"),
         "sqlite": sh("sqlite3", "--version").split(" ")[0],
+        "mysql": sh("mysql", "-N", "-h127.0.0.1", "-uroot", "-e", "SELECT VERSION()"),
         "node": sh("node", "--version"),
         "rustc": sh("rustc", "--version"),
         "commit": commit + dirty,
@@ -66,7 +67,7 @@ def render(rows, command):
     w("")
     w(f"Run `{command}` on {datetime.datetime.now().astimezone():%Y-%m-%d %H:%M %Z}, commit {m['commit']}.")
     w("")
-    w(f"Machine: {m['cpu']}, {m['memory']}, Linux {m['kernel']}; {m['postgres']}; SQLite {m['sqlite']};")
+    w(f"Machine: {m['cpu']}, {m['memory']}, Linux {m['kernel']}; {m['postgres']}; MySQL server {m['mysql']}; SQLite {m['sqlite']};")
     w(f"Node {m['node']}; {m['rustc']}. Load average at the end of the run: {' '.join(m['load'])}.")
     w("The load generator (`stripe-setup trigger`), the server under test and the database share the two cores.")
     w("")
@@ -79,7 +80,7 @@ def render(rows, command):
       "| pending for the worker at the end | worker done after s | processed/s, load + catch-up |")
     w("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for system in ("billing-service", "node", "http-floor"):
-        for engine in ("postgres", "sqlite", "none"):
+        for engine in ("postgres", "mysql", "sqlite", "none"):
             for r in sorted(by(kind="load", system=system, engine=engine), key=lambda r: r["c"]):
                 base = node_load.get(r["c"])
                 ratio = f"{r['eps'] / base['eps']:.1f}×" if base and base["eps"] else "–"
@@ -111,7 +112,7 @@ def render(rows, command):
     w("")
     w("| server | engine | ready after first start (migrations) ms | ready after restart ms | idle RSS MiB | backlog drained | drain events/s |")
     w("|---|---|---:|---:|---:|---:|---:|")
-    for system, engines in (("billing-service", ("postgres", "sqlite")), ("node", ("postgres",))):
+    for system, engines in (("billing-service", ("postgres", "mysql", "sqlite")), ("node", ("postgres",))):
         for engine in engines:
             first = one(kind="ready", system=system, engine=engine, phase="first")
             restart = one(kind="ready", system=system, engine=engine, phase="restart")

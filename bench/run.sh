@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The webhook benchmark (issue 7): billing-service (release) on PostgreSQL and SQLite against
+# The webhook benchmark (issue 7): billing-service (release) on PostgreSQL, MariaDB and SQLite against
 # its floor (the verifier's CPU cost, bare INSERTs by pgbench) and against the Node handler a
 # team would otherwise write, all measured in one run on this machine. Writes BENCHMARKS.md.
 #
@@ -7,7 +7,8 @@
 #   bench/run.sh --quick    smaller counts, shorter timings (~2 minutes after the build)
 #
 # Needs: cargo, psql + pgbench, sqlite3, node + npm, python3, curl; PostgreSQL reachable at
-# BENCH_PG_ADMIN (default postgres://postgres@127.0.0.1:5432/postgres, trust auth). Every load
+# BENCH_PG_ADMIN (default postgres://postgres@127.0.0.1:5432/postgres, trust auth); the mysql
+# client and MariaDB or MySQL at BENCH_MYSQL (default root@127.0.0.1:3306, no password). Every load
 # goes to 127.0.0.1 only, every loop is bounded, and every process started here is stopped by
 # its pid on exit. Databases bench_billing_* are dropped and created anew.
 set -euo pipefail
@@ -19,6 +20,7 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target-bench}"
 BIN="$CARGO_TARGET_DIR/release"
 PG_ADMIN="${BENCH_PG_ADMIN:-postgres://postgres@127.0.0.1:5432/postgres}"
 PG_BASE="${PG_ADMIN%/*}"
+MYSQL_BASE="${BENCH_MYSQL:-mysql://root@127.0.0.1:3306}"
 SECRET="whsec_bench_0123456789abcdef"
 PORT=18080
 NODE_PORT=18081
@@ -153,6 +155,17 @@ EOF
 
 pg_count() { psql "$1" -qAt -c "$2"; }
 sqlite_count() { sqlite3 "$1" "$2"; }
+# mysql://user@host:port/db → the mysql client's options.
+mysql_count() {
+    local rest=${1#mysql://} user host port db
+    user=${rest%%@*}; rest=${rest#*@}; db=${rest#*/}; rest=${rest%%/*}
+    host=${rest%:*}; port=${rest##*:}
+    mysql -u"$user" -h"$host" -P"$port" -N -B "$db" -e "$2"
+}
+fresh_mysql_db() {
+    mysql_count "$MYSQL_BASE/mysql" "DROP DATABASE IF EXISTS $1; CREATE DATABASE $1"
+    echo "$MYSQL_BASE/$1"
+}
 
 # --- build -------------------------------------------------------------------------------
 log "release build"
@@ -172,8 +185,11 @@ done
 bench_service() { # engine url count_sql...
     local engine=$1 url=$2 log="$OUT/service-$1.log"
     local count
-    if [[ $engine == postgres ]]; then count() { pg_count "$url" "$1"; }; else
-        count() { sqlite_count "${url#sqlite://}" "$1"; }; fi
+    case $engine in
+        postgres) count() { pg_count "$url" "$1"; } ;;
+        mysql) count() { mysql_count "$url" "$1"; } ;;
+        *) count() { sqlite_count "${url#sqlite://}" "$1"; } ;;
+    esac
 
     log "billing-service on $engine: first start (migrations), then a restart"
     start_service "$url" "$log"
@@ -211,6 +227,16 @@ bench_service() { # engine url count_sql...
                SELECT 'evt_backlog' || g, 'customer.created', 1700000000 + g, false, 'cus_backlog' || g,
                       replace(replace(t.payload, t.id, 'evt_backlog' || g), t.object_id, 'cus_backlog' || g), 0
                FROM $template t, generate_series(1, $BACKLOG) g" >/dev/null
+    elif [[ $engine == mysql ]]; then
+        # Both servers stop a recursive CTE early unless told otherwise, each by its own variable.
+        local depth=cte_max_recursion_depth
+        [[ "$(count "SELECT VERSION()")" == *MariaDB* ]] && depth=max_recursive_iterations
+        count "SET SESSION $depth = $BACKLOG + 1;
+               INSERT INTO stripe_events (id, type, created, livemode, object_id, payload, received_at_ms)
+               WITH RECURSIVE s(g) AS (SELECT 1 UNION ALL SELECT g + 1 FROM s WHERE g < $BACKLOG)
+               SELECT CONCAT('evt_backlog', g), 'customer.created', 1700000000 + g, 0, CONCAT('cus_backlog', g),
+                      REPLACE(REPLACE(t.payload, t.id, CONCAT('evt_backlog', g)), t.object_id, CONCAT('cus_backlog', g)), 0
+               FROM $template t, s" >/dev/null
     else
         count "WITH RECURSIVE s(g) AS (SELECT 1 UNION ALL SELECT g + 1 FROM s WHERE g < $BACKLOG)
                INSERT INTO stripe_events (id, type, created, livemode, object_id, payload, received_at_ms)
@@ -237,6 +263,9 @@ bench_service() { # engine url count_sql...
 
 PG_URL=$(fresh_pg_db bench_billing_service)
 bench_service postgres "$PG_URL"
+MYSQL_URL=$(fresh_mysql_db bench_billing_service)
+bench_service mysql "$MYSQL_URL"
+mysql_count "$MYSQL_BASE/mysql" "DROP DATABASE IF EXISTS bench_billing_service"
 SQLITE_DIR=$(mktemp -d)
 bench_service sqlite "sqlite://$SQLITE_DIR/billing.db"
 rm -rf "$SQLITE_DIR"

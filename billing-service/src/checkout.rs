@@ -65,7 +65,9 @@ pub async fn start_checkout(
                 format!("{reference} is not a subscription price of this catalog"),
             )
         })?;
-    if let Some(status) = subscriptions::live_status_of_user(&ctx.db.pool, user.id.as_str()).await?
+    if let Some(status) =
+        subscriptions::live_status_of_user(&mut *ctx.db.pool.acquire().await?, user.id.as_str())
+            .await?
     {
         return Err(ApiError::Conflict {
             code: "already_subscribed",
@@ -113,7 +115,9 @@ pub async fn start_checkout(
 /// recorded once Stripe has made it. The key is the user's, so two concurrent first checkouts
 /// get the same customer from Stripe.
 async fn customer_for(db: &Db, stripe: &StripeClient, user: &AuthUser) -> Result<String, ApiError> {
-    if let Some(customer) = customers::of_user(&db.pool, user.id.as_str()).await? {
+    if let Some(customer) =
+        customers::of_user(&mut *db.pool.acquire().await?, user.id.as_str()).await?
+    {
         return Ok(customer);
     }
     let request = CreateCustomer::new()
@@ -125,7 +129,7 @@ async fn customer_for(db: &Db, stripe: &StripeClient, user: &AuthUser) -> Result
     let key = idempotency_key("customer", &[user.id.as_str()]);
     let customer = stripe.send_idempotent(&request, &key).await?;
     customers::link(
-        &db.pool,
+        &mut *db.pool.acquire().await?,
         customer.id.as_str(),
         Some(user.id.as_str()),
         Some(user.email.as_str()),

@@ -166,6 +166,11 @@ impl DatabaseSettings {
         self.url.expose_secret().starts_with("sqlite:")
     }
 
+    /// Whether the URL names a MySQL or MariaDB server.
+    pub fn is_mysql(&self) -> bool {
+        is_mysql_url(self.url.expose_secret())
+    }
+
     /// The URL without its password, for logs and error messages.
     pub fn display_target(&self) -> String {
         match Url::parse(self.url.expose_secret()) {
@@ -186,7 +191,11 @@ impl DatabaseSettings {
             Ok(url) if url.scheme() != "sqlite" => format!(
                 "{}:{}",
                 url.host_str().unwrap_or("localhost"),
-                url.port().unwrap_or(5432)
+                url.port().unwrap_or(if self.is_mysql() {
+                    MYSQL_PORT
+                } else {
+                    POSTGRES_PORT
+                })
             ),
             _ => self.display_target(),
         }
@@ -331,11 +340,18 @@ impl DatabaseSettings {
     }
 }
 
+const POSTGRES_PORT: u16 = 5432;
+const MYSQL_PORT: u16 = 3306;
+
+fn is_mysql_url(url: &str) -> bool {
+    url.starts_with("mysql:") || url.starts_with("mariadb:")
+}
+
 fn validate_database_url(raw: &str) -> Result<(), String> {
     // Never echo the URL back: it may hold a password.
     let url = Url::parse(raw).map_err(|e| format!("is not a valid URL ({e})"))?;
     match url.scheme() {
-        "postgres" | "postgresql" => {
+        "postgres" | "postgresql" | "mysql" | "mariadb" => {
             if url.host_str().is_none_or(str::is_empty) {
                 return Err("has no host".to_owned());
             }
@@ -343,7 +359,7 @@ fn validate_database_url(raw: &str) -> Result<(), String> {
         }
         "sqlite" => Ok(()),
         other => Err(format!(
-            "has the unsupported scheme '{other}' (expected postgres:// or sqlite://)"
+            "has the unsupported scheme '{other}' (expected postgres://, mysql:// or sqlite://)"
         )),
     }
 }
@@ -358,9 +374,20 @@ const SSL_MODES: [&str; 6] = [
     "verify-full",
 ];
 
-/// `DATABASE_SSLMODE` and `DATABASE_SSL_ROOT_CERT` put into the PostgreSQL URL (over any
-/// `sslmode`/`sslrootcert` it has). A root certificate without a mode means `verify-full`: a
-/// certificate is only given to be checked against.
+/// MySQL's names (`ssl-mode`) for PostgreSQL's `sslmode` values: one variable for both engines.
+fn mysql_ssl_mode(mode: &str) -> &'static str {
+    match mode {
+        "disable" => "DISABLED",
+        "allow" | "prefer" => "PREFERRED",
+        "require" => "REQUIRED",
+        "verify-ca" => "VERIFY_CA",
+        _ => "VERIFY_IDENTITY",
+    }
+}
+
+/// `DATABASE_SSLMODE` and `DATABASE_SSL_ROOT_CERT` put into the database URL (over any
+/// `sslmode`/`sslrootcert` it has; for MySQL as `ssl-mode`/`ssl-ca`). A root certificate without
+/// a mode means `verify-full`: a certificate is only given to be checked against.
 fn with_tls<E: Env>(reader: &mut Reader<'_, E>, url: String) -> String {
     let mode = reader
         .optional("DATABASE_SSLMODE")
@@ -373,7 +400,8 @@ fn with_tls<E: Env>(reader: &mut Reader<'_, E>, url: String) -> String {
     }
     if url.starts_with("sqlite:") {
         reader.problems.push(
-            "DATABASE_SSLMODE and DATABASE_SSL_ROOT_CERT apply to PostgreSQL only".to_owned(),
+            "DATABASE_SSLMODE and DATABASE_SSL_ROOT_CERT apply to PostgreSQL and MySQL only"
+                .to_owned(),
         );
         return url;
     }
@@ -396,19 +424,21 @@ fn with_tls<E: Env>(reader: &mut Reader<'_, E>, url: String) -> String {
     let Ok(mut parsed) = Url::parse(&url) else {
         return url; // already reported
     };
+    let (mode_key, root_key, mode) = if is_mysql_url(&url) {
+        ("ssl-mode", "ssl-ca", mysql_ssl_mode(&mode))
+    } else {
+        ("sslmode", "sslrootcert", mode.as_str())
+    };
     let kept: Vec<(String, String)> = parsed
         .query_pairs()
-        .filter(|(k, _)| k != "sslmode" && k != "sslrootcert")
+        .filter(|(k, _)| !["sslmode", "sslrootcert", "ssl-mode", "ssl-ca", "sslca"].contains(&&**k))
         .map(|(k, v)| (k.into_owned(), v.into_owned()))
         .collect();
     {
         let mut query = parsed.query_pairs_mut();
-        query
-            .clear()
-            .extend_pairs(kept)
-            .append_pair("sslmode", &mode);
+        query.clear().extend_pairs(kept).append_pair(mode_key, mode);
         if let Some(root) = &root {
-            query.append_pair("sslrootcert", root);
+            query.append_pair(root_key, root);
         }
     }
     parsed.to_string()
@@ -437,17 +467,16 @@ fn url_from_parts<E: Env>(reader: &mut Reader<'_, E>) -> Option<String> {
     if values.iter().all(Option::is_none) {
         return None;
     }
-    let engine = values[0].as_deref().map(str::trim).unwrap_or("");
-    match engine {
-        "postgres" | "postgresql" => {}
-        "" => {}
+    let (scheme, default_port) = match values[0].as_deref().map(str::trim).unwrap_or("") {
+        "postgres" | "postgresql" | "" => ("postgres", POSTGRES_PORT),
+        "mysql" | "mariadb" => ("mysql", MYSQL_PORT),
         other => {
             reader.problems.push(format!(
-                "DATABASE_ENGINE '{other}' is not supported (expected postgres)"
+                "DATABASE_ENGINE '{other}' is not supported (expected postgres or mysql)"
             ));
             return Some(String::new());
         }
-    }
+    };
     let missing: Vec<&str> = PARTS
         .iter()
         .zip(&values)
@@ -461,14 +490,14 @@ fn url_from_parts<E: Env>(reader: &mut Reader<'_, E>) -> Option<String> {
         ));
         return Some(String::new());
     }
-    let port = reader.parsed("DATABASE_PORT", 5432u16, |raw| {
+    let port = reader.parsed("DATABASE_PORT", default_port, |raw| {
         raw.parse::<u16>()
             .map_err(|_| "must be a port number (1-65535)".to_owned())
     });
     let [_, host, _, name, user, password] = values.map(Option::unwrap_or_default);
     let enc = |s: &str| utf8_percent_encode(s.trim(), COMPONENT).to_string();
     Some(format!(
-        "postgres://{}:{}@{}:{port}/{}",
+        "{scheme}://{}:{}@{}:{port}/{}",
         enc(&user),
         enc(&password),
         host.trim(),
@@ -831,7 +860,7 @@ mod tests {
         let mut sqlite = MINIMAL.to_vec();
         sqlite.push(("DATABASE_SSLMODE", "require"));
         let err = Settings::from_env(&env(&sqlite)).unwrap_err().to_string();
-        assert!(err.contains("apply to PostgreSQL only"), "{err}");
+        assert!(err.contains("apply to PostgreSQL and MySQL only"), "{err}");
     }
 
     #[test]
@@ -855,7 +884,7 @@ mod tests {
         let err = Settings::from_env(&env(&[
             ("STRIPE_WEBHOOK_SECRET", "nope"),
             ("SERVER_PORT", "eighty"),
-            ("DATABASE_URL", "mysql://x"),
+            ("DATABASE_URL", "oracle://x"),
             ("FRONTEND_URL", "not a url"),
         ]))
         .unwrap_err();
@@ -864,7 +893,7 @@ mod tests {
             "STRIPE_API_SECRET_KEY is required",
             "STRIPE_WEBHOOK_SECRET must be",
             "SERVER_PORT must be a port",
-            "DATABASE_URL has the unsupported scheme 'mysql'",
+            "DATABASE_URL has the unsupported scheme 'oracle'",
             "FRONTEND_URL is not a valid URL",
         ] {
             assert!(text.contains(needle), "{needle:?} missing from:\n{text}");
@@ -905,6 +934,28 @@ mod tests {
             "postgres://app:p%40ss%2Fw%3Ard@db.internal:6543/billing"
         );
         assert!(!s.database.display_target().contains("p%40ss"));
+    }
+
+    #[test]
+    fn mysql_url_is_built_from_parts_with_its_own_port_and_tls_names() {
+        let mut pairs = MINIMAL.to_vec();
+        pairs.extend([
+            ("DATABASE_ENGINE", "mysql"),
+            ("DATABASE_HOST", "aurora.internal"),
+            ("DATABASE_NAME", "billing"),
+            ("DATABASE_USERNAME", "app"),
+            ("DATABASE_PASSWORD", "pw"),
+            ("DATABASE_SSLMODE", "verify-full"),
+        ]);
+        let s = Settings::from_env(&env(&pairs)).unwrap();
+        assert_eq!(
+            s.database.url.expose_secret(),
+            "mysql://app:pw@aurora.internal:3306/billing?ssl-mode=VERIFY_IDENTITY"
+        );
+        assert!(s.database.is_mysql());
+        assert_eq!(s.database.host_and_port(), "aurora.internal:3306");
+        let url = DatabaseSettings::new("mariadb://root@db/billing");
+        assert_eq!(url.host_and_port(), "db:3306");
     }
 
     #[test]

@@ -17,7 +17,7 @@ pub async fn open_portal(
     frontend_url: &Url,
     user: &AuthUser,
 ) -> Result<String, ApiError> {
-    let customer = customers::of_user(&db.pool, user.id.as_str())
+    let customer = customers::of_user(&mut *db.pool.acquire().await?, user.id.as_str())
         .await?
         .ok_or_else(|| {
             ApiError::NotFound("no billing account yet: start a subscription first".into())

@@ -4,7 +4,7 @@
 use std::path::Path;
 use std::process::{Command, Output};
 
-use test_support::db::{every_engine, postgres_or_skip};
+use test_support::db::{every_engine, servers_or_skip};
 use test_support::process::{Launch, Process};
 
 const BIN: &str = env!("CARGO_BIN_EXE_billing-service");
@@ -136,7 +136,7 @@ fn start_up_reports_every_configuration_problem_at_once() {
     let out = run(
         dir.path(),
         &[],
-        &[("SERVER_PORT", "http"), ("DATABASE_URL", "mysql://x")],
+        &[("SERVER_PORT", "http"), ("DATABASE_URL", "mongodb://x")],
     );
     assert!(!out.status.success());
     let stderr = text(&out.stderr);
@@ -144,7 +144,7 @@ fn start_up_reports_every_configuration_problem_at_once() {
         "STRIPE_API_SECRET_KEY is required",
         "STRIPE_WEBHOOK_SECRET is required",
         "SERVER_PORT must be a port number",
-        "DATABASE_URL has the unsupported scheme 'mysql'",
+        "DATABASE_URL has the unsupported scheme 'mongodb'",
     ] {
         assert!(stderr.contains(needle), "{needle:?} not in:\n{stderr}");
     }
@@ -223,18 +223,15 @@ fn migrate_command_applies_once_lists_and_undoes_on_sqlite() {
 }
 
 #[tokio::test]
-async fn migrate_command_applies_once_lists_and_undoes_on_postgres() {
-    let Some(db) =
-        postgres_or_skip("migrate_command_applies_once_lists_and_undoes_on_postgres").await
-    else {
-        return;
-    };
-    let dir = tempfile::tempdir().unwrap();
-    let url = db.url.clone();
-    // The command blocks; the test database is dropped when `db` goes, pass or fail.
-    tokio::task::spawn_blocking(move || check_migrate_command(dir.path(), &url))
-        .await
-        .unwrap();
+async fn migrate_command_applies_once_lists_and_undoes_on_postgres_and_mysql() {
+    for db in servers_or_skip("migrate_command_applies_once_lists_and_undoes").await {
+        let dir = tempfile::tempdir().unwrap();
+        let url = db.url.clone();
+        // The command blocks; the test database is dropped when `db` goes, pass or fail.
+        tokio::task::spawn_blocking(move || check_migrate_command(dir.path(), &url))
+            .await
+            .unwrap();
+    }
 }
 
 /// `run` off the async runtime: the commands block until they exit.
@@ -273,16 +270,20 @@ async fn events_can_be_listed_and_replayed_by_an_operator() {
             ),
             ("evt_bad2", "failed", Some("boom")),
         ] {
-            sqlx::query(
-                "INSERT INTO stripe_events (id, type, created, livemode, payload, received_at_ms, status, attempts, last_error)
-                 VALUES ($1, 'charge.succeeded', 1700000000, FALSE, '{}', 0, $2, 8, $3)",
-            )
-            .bind(id)
-            .bind(status)
-            .bind(error)
-            .execute(&pool)
-            .await
-            .unwrap();
+            let engine = match db.engine {
+                test_support::db::Engine::Mysql => billing_service::db::Engine::Mysql,
+                _ => billing_service::db::Engine::Postgres,
+            };
+            let sql = "INSERT INTO stripe_events
+                           (id, type, created, livemode, payload, received_at_ms, status, attempts, last_error)
+                       VALUES ($1, 'charge.succeeded', 1700000000, FALSE, '{}', 0, $2, 8, $3)";
+            billing_service::db::sql::query(engine, sql)
+                .bind(id)
+                .bind(status)
+                .bind(error)
+                .execute(&pool)
+                .await
+                .unwrap();
         }
         pool.close().await;
 

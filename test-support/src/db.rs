@@ -1,11 +1,12 @@
 //! A database that exists for one test: a SQLite file in a temporary folder, or a fresh
-//! database on the PostgreSQL server named by `DATABASE_URL`, dropped when the [`TestDb`] is
-//! dropped, whether the test passed or panicked.
+//! database on the PostgreSQL server named by `DATABASE_URL` or the MySQL/MariaDB server named
+//! by `MYSQL_DATABASE_URL`, dropped when the [`TestDb`] is dropped, whether the test passed or
+//! panicked.
 //!
-//! One rule for PostgreSQL everywhere: when `DATABASE_URL` names a server, it must be reachable
-//! (a suite that passes by skipping its database tests proves nothing); when it does not, tests
-//! run on SQLite alone and PostgreSQL-only tests skip with a note, except under CI (`CI=true`),
-//! where a test that needs PostgreSQL fails instead.
+//! One rule for the servers everywhere: when a variable names a server, it must be reachable (a
+//! suite that passes by skipping its database tests proves nothing); when it does not, tests run
+//! without that engine and tests that need a server skip with a note, except under CI
+//! (`CI=true`), where a missing server is a failure instead.
 
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -17,6 +18,7 @@ use sqlx::{AnyPool, Connection, Executor};
 pub enum Engine {
     Sqlite,
     Postgres,
+    Mysql,
 }
 
 impl std::fmt::Display for Engine {
@@ -24,6 +26,7 @@ impl std::fmt::Display for Engine {
         f.write_str(match self {
             Self::Sqlite => "sqlite",
             Self::Postgres => "postgres",
+            Self::Mysql => "mysql",
         })
     }
 }
@@ -34,7 +37,7 @@ pub struct TestDb {
     pub engine: Engine,
     _dir: Option<tempfile::TempDir>,
     /// The admin URL and the database's name, to drop it.
-    postgres: Option<(String, String)>,
+    server: Option<(String, String)>,
 }
 
 impl TestDb {
@@ -44,13 +47,22 @@ impl TestDb {
             url: format!("sqlite://{}/billing.db", dir.path().display()),
             engine: Engine::Sqlite,
             _dir: Some(dir),
-            postgres: None,
+            server: None,
         }
     }
 
-    /// A new, empty database `billing_test_<unique>` on the server `admin_url` names. Panics
-    /// when the server cannot be reached.
+    /// A new, empty database `billing_test_<unique>` on the PostgreSQL server `admin_url`
+    /// names. Panics when the server cannot be reached.
     pub async fn postgres(admin_url: &str) -> Self {
+        Self::on_server(admin_url, Engine::Postgres).await
+    }
+
+    /// The same on a MySQL or MariaDB server.
+    pub async fn mysql(admin_url: &str) -> Self {
+        Self::on_server(admin_url, Engine::Mysql).await
+    }
+
+    async fn on_server(admin_url: &str, engine: Engine) -> Self {
         static COUNTER: AtomicU32 = AtomicU32::new(0);
         let nanos = SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -64,9 +76,7 @@ impl TestDb {
         install_default_drivers();
         let mut admin = sqlx::AnyConnection::connect(admin_url)
             .await
-            .unwrap_or_else(|e| {
-                panic!("DATABASE_URL names a PostgreSQL server that cannot be reached: {e}")
-            });
+            .unwrap_or_else(|e| panic!("the {engine} server for the tests cannot be reached: {e}"));
         admin
             .execute(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
             .await
@@ -76,9 +86,9 @@ impl TestDb {
         url.set_path(&name);
         Self {
             url: url.to_string(),
-            engine: Engine::Postgres,
+            engine,
             _dir: None,
-            postgres: Some((admin_url.to_owned(), name)),
+            server: Some((admin_url.to_owned(), name)),
         }
     }
 
@@ -101,8 +111,13 @@ impl TestDb {
 
 impl Drop for TestDb {
     fn drop(&mut self) {
-        let Some((admin_url, name)) = self.postgres.take() else {
+        let Some((admin_url, name)) = self.server.take() else {
             return;
+        };
+        let engine = self.engine;
+        let drop = match engine {
+            Engine::Postgres => format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
+            _ => format!("DROP DATABASE IF EXISTS {name}"),
         };
         // Drop may run inside the test's runtime, where blocking on another is not allowed: a
         // short-lived runtime on its own thread drops the database, so none pile up on the
@@ -114,11 +129,21 @@ impl Drop for TestDb {
                 .expect("a runtime");
             rt.block_on(async move {
                 if let Ok(mut admin) = sqlx::AnyConnection::connect(&admin_url).await {
-                    let _ = admin
-                        .execute(sqlx::AssertSqlSafe(format!(
-                            "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+                    if engine == Engine::Mysql {
+                        // MySQL has no DROP ... WITH (FORCE): a connection a killed service left
+                        // in a transaction would hold the drop for ever.
+                        let ids: Vec<i64> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+                            "SELECT CAST(id AS SIGNED) FROM information_schema.processlist WHERE db = '{name}'"
                         )))
-                        .await;
+                        .fetch_all(&mut admin)
+                        .await
+                        .unwrap_or_default();
+                        for id in ids {
+                            let kill = format!("KILL CONNECTION {id}");
+                            let _ = admin.execute(sqlx::AssertSqlSafe(kill)).await;
+                        }
+                    }
+                    let _ = admin.execute(sqlx::AssertSqlSafe(drop)).await;
                 }
             });
         })
@@ -138,11 +163,39 @@ pub fn postgres_admin_url() -> Option<String> {
     url
 }
 
-/// One fresh database per engine available: SQLite always, PostgreSQL when configured.
+/// The MySQL or MariaDB server to test against: `MYSQL_DATABASE_URL`. Required under CI.
+pub fn mysql_admin_url() -> Option<String> {
+    let url = std::env::var("MYSQL_DATABASE_URL")
+        .ok()
+        .filter(|u| u.starts_with("mysql://") || u.starts_with("mariadb://"));
+    if url.is_none() && crate::under_ci() {
+        panic!("under CI the database tests need MariaDB: set MYSQL_DATABASE_URL=mysql://...");
+    }
+    url
+}
+
+/// One fresh database per engine available: SQLite always, PostgreSQL and MySQL when
+/// configured.
 pub async fn every_engine() -> Vec<TestDb> {
     let mut dbs = vec![TestDb::sqlite()];
+    dbs.extend(servers_or_skip("").await);
+    dbs
+}
+
+/// One fresh database on each server configured (PostgreSQL, MySQL), for a test that needs a
+/// server: none (after saying so on stderr, with the test's name) when neither is, outside CI.
+pub async fn servers_or_skip(test: &str) -> Vec<TestDb> {
+    let mut dbs = Vec::new();
     if let Some(admin) = postgres_admin_url() {
         dbs.push(TestDb::postgres(&admin).await);
+    }
+    if let Some(admin) = mysql_admin_url() {
+        dbs.push(TestDb::mysql(&admin).await);
+    }
+    if dbs.is_empty() && !test.is_empty() {
+        eprintln!(
+            "SKIPPED {test}: it needs a database server; set DATABASE_URL=postgres://... or MYSQL_DATABASE_URL=mysql://..."
+        );
     }
     dbs
 }

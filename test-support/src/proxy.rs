@@ -67,7 +67,12 @@ impl Drop for Proxy {
 pub async fn proxied(database_url: &str) -> (Proxy, String) {
     let mut url = url::Url::parse(database_url).expect("a database URL");
     let host = url.host_str().expect("the URL names a host");
-    let upstream = tokio::net::lookup_host((host, url.port().unwrap_or(5432)))
+    let default_port = if url.scheme().starts_with("postgres") {
+        5432
+    } else {
+        3306
+    };
+    let upstream = tokio::net::lookup_host((host, url.port().unwrap_or(default_port)))
         .await
         .expect("the database host resolves")
         .next()

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use e2e::service::Service;
 use e2e::store::{count, wait_until_settled};
 use e2e::webhook::{Load, Retry, steady_load, unique_prefix};
-use test_support::db::postgres_or_skip;
+use test_support::db::{TestDb, servers_or_skip};
 use test_support::proxy::proxied;
 use tokio_util::sync::CancellationToken;
 
@@ -26,11 +26,12 @@ const OUTAGE: Duration = Duration::from_secs(3);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn database_outage_answers_503_then_recovers_losing_nothing() {
-    let Some(db) =
-        postgres_or_skip("database_outage_answers_503_then_recovers_losing_nothing").await
-    else {
-        return;
-    };
+    for db in servers_or_skip("database_outage_answers_503_then_recovers_losing_nothing").await {
+        answers_503_then_recovers(&db).await;
+    }
+}
+
+async fn answers_503_then_recovers(db: &TestDb) {
     let (proxy, proxied_url) = proxied(&db.url).await;
     let service = Service::start(&proxied_url).await;
     let store = db.pool().await;

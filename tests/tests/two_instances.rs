@@ -18,18 +18,19 @@ use e2e::service::Service;
 use e2e::store::{count, wait_for};
 use e2e::webhook::{event_body, unique_prefix};
 use serde_json::Value;
-use test_support::db::postgres_or_skip;
+use test_support::db::{TestDb, servers_or_skip};
 use tokio::task::JoinSet;
 
 const DELIVERIES_EACH: usize = 100;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_event_sent_to_two_instances_is_stored_and_handled_once() {
-    let Some(db) =
-        postgres_or_skip("one_event_sent_to_two_instances_is_stored_and_handled_once").await
-    else {
-        return;
-    };
+    for db in servers_or_skip("one_event_sent_to_two_instances_is_stored_and_handled_once").await {
+        stored_and_handled_once(&db).await;
+    }
+}
+
+async fn stored_and_handled_once(db: &TestDb) {
     // Started together, as a rollout does: their migrations take turns.
     let (a, b) = tokio::join!(Service::start(&db.url), Service::start(&db.url));
     let store = db.pool().await;

@@ -8,7 +8,14 @@
 //!
 //! Each script runs in its own transaction together with its history row. On PostgreSQL a
 //! session advisory lock makes concurrent migrators (several replicas starting at once, or the
-//! Job racing a pod) take turns.
+//! Job racing a pod) take turns; on MySQL a named lock (`GET_LOCK`) held by the migrator's one
+//! connection does.
+//!
+//! MySQL commits each DDL statement as it runs, so a script cannot be undone by a rollback there.
+//! Its statements run one by one; if one fails, the ones before it stay applied, and the history
+//! gets a row with `success = false`, as Flyway writes it. The error names the statement, and
+//! every later run refuses to go on until an operator has completed or reverted the script by
+//! hand and deleted that row (Flyway's `repair`).
 
 pub mod script;
 
@@ -18,11 +25,12 @@ use include_dir::{Dir, include_dir};
 use sqlx::pool::PoolConnection;
 use sqlx::{Any, AnyConnection, Connection, Row};
 
-use crate::db::{Db, Engine};
+use crate::db::{self, Db, Engine, sql};
 pub use script::{Kind, Script, ScriptError, Scripts, Version};
 
 static POSTGRES: Dir<'_> = include_dir!("$CARGO_MANIFEST_DIR/../migrations/postgres");
 static SQLITE: Dir<'_> = include_dir!("$CARGO_MANIFEST_DIR/../migrations/sqlite");
+static MYSQL: Dir<'_> = include_dir!("$CARGO_MANIFEST_DIR/../migrations/mysql");
 
 /// Flyway's name for its history table.
 const HISTORY_TABLE: &str = "flyway_schema_history";
@@ -30,11 +38,19 @@ const HISTORY_TABLE: &str = "flyway_schema_history";
 /// An arbitrary constant that names our advisory lock (Flyway uses its own, different one).
 const LOCK_KEY: i64 = 0x0b11_1e55;
 
+/// MySQL's lock names are server-wide and at most 64 characters: ours is this prefix and a hash
+/// of the schema's name, so that migrators of different schemas do not wait for each other.
+const MYSQL_LOCK: &str = "CONCAT('billing-migrate:', MD5(DATABASE()))";
+
+/// How long one `GET_LOCK` waits before it is asked again (MariaDB has no "wait for ever").
+const MYSQL_LOCK_WAIT_SECS: i64 = 60;
+
 /// The scripts compiled into this binary for an engine.
 pub fn embedded(engine: Engine) -> Result<Scripts, ScriptError> {
     let dir = match engine {
         Engine::Postgres => &POSTGRES,
         Engine::Sqlite => &SQLITE,
+        Engine::Mysql => &MYSQL,
     };
     Scripts::new(dir.files().filter_map(|file| {
         let name = file.path().file_name()?.to_str()?.to_owned();
@@ -70,6 +86,17 @@ pub enum MigrateError {
     #[error("{script} failed: {source}")]
     ScriptFailed {
         script: String,
+        #[source]
+        source: sqlx::Error,
+    },
+    #[error(
+        "{script} failed at statement {failed} of {total}: {source}. MySQL commits each statement as it runs: the {applied} before it stay applied, and the history records the script as failed. Complete or revert them by hand, delete that row from flyway_schema_history, and migrate again"
+    )]
+    PartlyApplied {
+        script: String,
+        failed: usize,
+        total: usize,
+        applied: String,
         #[source]
         source: sqlx::Error,
     },
@@ -121,7 +148,7 @@ impl Migrator {
     pub async fn migrate(&self, db: &Db, dry_run: bool) -> Result<Vec<Step>, MigrateError> {
         let mut conn = lock(db).await?;
         let result = self.migrate_on(&mut conn, db.engine, dry_run).await;
-        unlock(db, &mut conn).await?;
+        unlock(db, conn).await?;
         result
     }
 
@@ -143,7 +170,7 @@ impl Migrator {
     pub async fn undo(&self, db: &Db, dry_run: bool) -> Result<Vec<Step>, MigrateError> {
         let mut conn = lock(db).await?;
         let result = self.undo_on(&mut conn, db.engine, dry_run).await;
-        unlock(db, &mut conn).await?;
+        unlock(db, conn).await?;
         result
     }
 
@@ -286,16 +313,47 @@ async fn lock(db: &Db) -> Result<PoolConnection<Any>, MigrateError> {
             .await?;
         tx.commit().await?;
     }
+    if db.engine == Engine::Mysql {
+        // The wait and the scripts are not bounded by the statement timeout; the connection is
+        // closed afterwards rather than returned to the pool without one.
+        conn.close_on_drop();
+        db::mysql_without_timeout(&mut conn).await?;
+        let get_lock = format!("SELECT GET_LOCK({MYSQL_LOCK}, {MYSQL_LOCK_WAIT_SECS})");
+        loop {
+            // Only constants are spliced in.
+            let locked: Option<i64> = sqlx::query_scalar(sqlx::AssertSqlSafe(get_lock.clone()))
+                .fetch_one(&mut *conn)
+                .await?;
+            match locked {
+                Some(1) => break,
+                Some(0) => tracing::info!("waiting for another migrator to finish"),
+                other => {
+                    let why = format!("GET_LOCK answered {other:?}");
+                    return Err(sqlx::Error::Protocol(why).into());
+                }
+            }
+        }
+    }
     create_history_table(&mut conn, db.engine).await?;
     Ok(conn)
 }
 
-async fn unlock(db: &Db, conn: &mut AnyConnection) -> Result<(), MigrateError> {
-    if db.engine == Engine::Postgres {
-        sqlx::query("SELECT pg_advisory_unlock($1)")
-            .bind(LOCK_KEY)
-            .execute(conn)
-            .await?;
+async fn unlock(db: &Db, mut conn: PoolConnection<Any>) -> Result<(), MigrateError> {
+    match db.engine {
+        Engine::Postgres => {
+            sqlx::query("SELECT pg_advisory_unlock($1)")
+                .bind(LOCK_KEY)
+                .execute(&mut *conn)
+                .await?;
+        }
+        Engine::Mysql => {
+            let release = format!("SELECT RELEASE_LOCK({MYSQL_LOCK})");
+            // Only a constant is spliced in.
+            sqlx::query(sqlx::AssertSqlSafe(release))
+                .execute(&mut *conn)
+                .await?;
+        }
+        Engine::Sqlite => {}
     }
     Ok(())
 }
@@ -349,15 +407,32 @@ async fn create_history_table(conn: &mut AnyConnection, engine: Engine) -> Resul
             );
             CREATE INDEX IF NOT EXISTS flyway_schema_history_s_idx ON flyway_schema_history (success);"#
         }
+        // MySQL has no CREATE INDEX IF NOT EXISTS: the index is declared in the table.
+        Engine::Mysql => {
+            r#"CREATE TABLE IF NOT EXISTS flyway_schema_history (
+                installed_rank INT NOT NULL,
+                version VARCHAR(50),
+                description VARCHAR(200) NOT NULL,
+                type VARCHAR(20) NOT NULL,
+                script VARCHAR(1000) NOT NULL,
+                checksum INT,
+                installed_by VARCHAR(100) NOT NULL,
+                installed_on TIMESTAMP NOT NULL DEFAULT CURRENT_TIMESTAMP,
+                execution_time INT NOT NULL,
+                success BOOL NOT NULL,
+                CONSTRAINT flyway_schema_history_pk PRIMARY KEY (installed_rank),
+                INDEX flyway_schema_history_s_idx (success)
+            ) ENGINE = InnoDB"#
+        }
     };
     sqlx::raw_sql(ddl).execute(conn).await?;
     Ok(())
 }
 
 async fn history(conn: &mut AnyConnection) -> Result<Vec<Applied>, sqlx::Error> {
-    // Casts keep the column types identical across engines for the Any driver.
+    // The Any driver decodes booleans on PostgreSQL only: read as an integer.
     let rows = sqlx::query(
-        "SELECT version, description, type, script, CAST(checksum AS BIGINT) AS checksum,
+        "SELECT version, description, type, script, checksum,
                 CASE WHEN success THEN 1 ELSE 0 END AS success
          FROM flyway_schema_history ORDER BY installed_rank",
     )
@@ -371,7 +446,7 @@ async fn history(conn: &mut AnyConnection) -> Result<Vec<Applied>, sqlx::Error> 
                 kind: row.try_get("type")?,
                 script: row.try_get("script")?,
                 checksum: row.try_get::<Option<i64>, _>("checksum")?.map(|c| c as i32),
-                success: row.try_get::<i32, _>("success")? == 1,
+                success: row.try_get::<i64, _>("success")? == 1,
             })
         })
         .collect()
@@ -384,6 +459,9 @@ async fn run_script(
     version: Option<&Version>,
     kind: &str,
 ) -> Result<(), MigrateError> {
+    if engine == Engine::Mysql {
+        return run_script_statements(conn, script, version, kind).await;
+    }
     let started = Instant::now();
     let failed = |source| MigrateError::ScriptFailed {
         script: script.name.clone(),
@@ -401,28 +479,108 @@ async fn run_script(
         .execute(&mut *tx)
         .await
         .map_err(failed)?;
+    record(&mut tx, script, version, kind, started, true).await?;
+    tx.commit().await?;
+    tracing::info!(script = %script.name, kind, "migration applied");
+    Ok(())
+}
+
+/// MySQL's [`run_script`]: DDL commits as it runs, so each statement runs on its own and a
+/// failure is recorded and reported with what it left applied.
+async fn run_script_statements(
+    conn: &mut AnyConnection,
+    script: &Script,
+    version: Option<&Version>,
+    kind: &str,
+) -> Result<(), MigrateError> {
+    let started = Instant::now();
+    let statements = script.statements();
+    for (i, statement) in statements.iter().enumerate() {
+        // Our own files, compiled into the binary: no outside input reaches them.
+        if let Err(source) = sqlx::raw_sql(sqlx::AssertSqlSafe(*statement))
+            .execute(&mut *conn)
+            .await
+        {
+            // Nothing applied yet: as on the other engines, nothing is left behind.
+            if i == 0 {
+                return Err(MigrateError::ScriptFailed {
+                    script: script.name.clone(),
+                    source,
+                });
+            }
+            record(conn, script, version, kind, started, false).await?;
+            return Err(MigrateError::PartlyApplied {
+                script: script.name.clone(),
+                failed: i + 1,
+                total: statements.len(),
+                applied: match i {
+                    1 => "statement".to_owned(),
+                    n => format!("{n} statements"),
+                },
+                source,
+            });
+        }
+    }
+    record(conn, script, version, kind, started, true).await?;
+    tracing::info!(script = %script.name, kind, "migration applied");
+    Ok(())
+}
+
+/// Writes the script's row in the history.
+async fn record(
+    conn: &mut AnyConnection,
+    script: &Script,
+    version: Option<&Version>,
+    kind: &str,
+    started: Instant,
+    success: bool,
+) -> Result<(), sqlx::Error> {
+    let engine = Engine::of_connection(conn);
     let rank: i64 = sqlx::query_scalar(
-        "SELECT CAST(COALESCE(MAX(installed_rank), 0) + 1 AS BIGINT) FROM flyway_schema_history",
+        "SELECT COALESCE(MAX(installed_rank), 0) + 1 FROM flyway_schema_history",
     )
-    .fetch_one(&mut *tx)
+    .fetch_one(&mut *conn)
     .await?;
     let elapsed_ms = i32::try_from(started.elapsed().as_millis()).unwrap_or(i32::MAX);
-    sqlx::query(
-        "INSERT INTO flyway_schema_history
-            (installed_rank, version, description, type, script, checksum, installed_by, execution_time, success)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, TRUE)",
-    )
-    .bind(rank as i32)
-    .bind(version.map(ToString::to_string))
-    .bind(&script.description)
-    .bind(kind)
-    .bind(&script.name)
-    .bind(script.checksum)
-    .bind("billing-service")
-    .bind(elapsed_ms)
-    .execute(&mut *tx)
-    .await?;
-    tx.commit().await?;
-    tracing::info!(script = %script.name, kind, elapsed_ms, "migration applied");
+    let sql = "INSERT INTO flyway_schema_history
+                   (installed_rank, version, description, type, script, checksum, installed_by,
+                    execution_time, success)
+               VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)";
+    sql::query(engine, sql)
+        .bind(rank as i32)
+        .bind(version.map(ToString::to_string))
+        .bind(&script.description)
+        .bind(kind)
+        .bind(&script.name)
+        .bind(script.checksum)
+        .bind("billing-service")
+        .bind(elapsed_ms)
+        .bind(success)
+        .execute(conn)
+        .await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names(engine: Engine) -> Vec<String> {
+        let scripts = embedded(engine).expect("the embedded scripts are valid");
+        let mut names: Vec<String> = [scripts.versioned, scripts.undo, scripts.repeatable]
+            .concat()
+            .into_iter()
+            .map(|s| s.name)
+            .collect();
+        names.sort();
+        names
+    }
+
+    #[test]
+    fn every_engine_has_the_same_migrations() {
+        let postgres = names(Engine::Postgres);
+        assert!(postgres.contains(&"V1__billing_tables.sql".to_owned()));
+        assert_eq!(names(Engine::Mysql), postgres);
+        assert_eq!(names(Engine::Sqlite), postgres);
+    }
 }

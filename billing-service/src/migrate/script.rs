@@ -132,6 +132,40 @@ impl Script {
     }
 }
 
+impl Script {
+    /// The script's statements, in order: split at each `;` outside quotes and `--` comments,
+    /// without the ones that are only comments. For engines that cannot run a script as one
+    /// transaction, so that a failure can name the statement it stopped at.
+    pub fn statements(&self) -> Vec<&str> {
+        let mut statements = Vec::new();
+        let (mut start, mut quoted, mut comment) = (0, false, false);
+        let text = self.sql.as_str();
+        let bytes = text.as_bytes();
+        for (i, &b) in bytes.iter().enumerate() {
+            match b {
+                b'\n' if comment => comment = false,
+                _ if comment => {}
+                b'\'' => quoted = !quoted,
+                b'-' if !quoted && bytes.get(i + 1) == Some(&b'-') => comment = true,
+                b';' if !quoted => {
+                    statements.push(&text[start..i]);
+                    start = i + 1;
+                }
+                _ => {}
+            }
+        }
+        statements.push(&text[start..]);
+        statements
+            .into_iter()
+            .map(str::trim)
+            .filter(|s| {
+                s.lines()
+                    .any(|l| !l.trim().is_empty() && !l.trim().starts_with("--"))
+            })
+            .collect()
+    }
+}
+
 /// A checked set of scripts: versions unique, every undo matched by a versioned script.
 #[derive(Debug, Clone)]
 pub struct Scripts {
@@ -243,6 +277,22 @@ mod tests {
         assert!(v("2") < v("10"));
         assert!(v("1.1") < v("1.10"));
         assert_eq!(v("1").cmp(&v("1.0")), Ordering::Equal);
+    }
+
+    #[test]
+    fn statements_split_outside_quotes_and_comments() {
+        let script = Script::parse(
+            "V1__x.sql",
+            "-- a comment; not a statement\nCREATE TABLE a (s TEXT DEFAULT ';');\n\n-- only a comment;\nDROP TABLE b;\n".to_owned(),
+        )
+        .unwrap();
+        assert_eq!(
+            script.statements(),
+            [
+                "-- a comment; not a statement\nCREATE TABLE a (s TEXT DEFAULT ';')",
+                "-- only a comment;\nDROP TABLE b"
+            ]
+        );
     }
 
     #[test]

@@ -137,7 +137,7 @@ async fn subscription(
     State(state): State<AppState>,
     user: AuthUser,
 ) -> Result<Json<SubscriptionView>, ApiError> {
-    subscriptions::current_of_user(&state.db.pool, user.id.as_str())
+    subscriptions::current_of_user(&mut *state.db.pool.acquire().await?, user.id.as_str())
         .await?
         .map(Json)
         .ok_or_else(|| ApiError::NotFound("no subscription".into()))

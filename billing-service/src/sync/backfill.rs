@@ -199,7 +199,7 @@ struct Syncing<'a> {
 impl Syncing<'_> {
     async fn kind(&self, kind: Kind) -> Result<KindSummary, SyncError> {
         let name = kind.name();
-        let cursor = sync_cursors::get(&self.db.pool, name)
+        let cursor = sync_cursors::get(&mut *self.db.pool.acquire().await?, name)
             .await?
             .filter(|c| c.since == self.since);
         let resumed = cursor.is_some();
@@ -213,7 +213,7 @@ impl Syncing<'_> {
             }
             Some(c) => (c.starting_after, c.tally),
             None => {
-                sync_cursors::start(&self.db.pool, name, self.since).await?;
+                sync_cursors::start(&mut *self.db.pool.acquire().await?, name, self.since).await?;
                 (None, Tally::default())
             }
         };
@@ -224,7 +224,7 @@ impl Syncing<'_> {
                 status: 400 | 404, ..
             }) if after.is_some() => {
                 tracing::warn!(kind = name, after = ?after, "the interrupted sync's cursor names an object Stripe no longer lists; starting this kind over");
-                sync_cursors::start(&self.db.pool, name, self.since).await?;
+                sync_cursors::start(&mut *self.db.pool.acquire().await?, name, self.since).await?;
                 total = Tally::default();
                 after = None;
                 self.read(kind, None).await?
@@ -324,7 +324,7 @@ impl Syncing<'_> {
                 }
             }
         }
-        sync_cursors::advance(&mut *tx, kind.name(), next, &tally).await?;
+        sync_cursors::advance(&mut tx, kind.name(), next, &tally).await?;
         tx.commit().await?;
         Ok(tally)
     }

@@ -2,9 +2,11 @@
 //! by `charge.*` events (and `sync`'s listed copies, as of the second Stripe read them); every
 //! column follows the newest applied.
 
-use sqlx::{Any, Executor};
+use sqlx::AnyConnection;
 
 use crate::clock::now_ms;
+use crate::db::Engine;
+use crate::db::sql::{Guard, OnConflict, Upsert};
 
 /// A charge as its newest event shows it.
 #[derive(Debug, Clone)]
@@ -28,59 +30,51 @@ pub struct Charge<'a> {
     pub listed: bool,
 }
 
+/// How a `charge.*` event (or a listed copy) is written.
+static APPLY: Upsert = Upsert::new(
+    "charges",
+    "id",
+    &[
+        ("id", OnConflict::Replace),
+        ("customer_id", OnConflict::Replace),
+        ("amount", OnConflict::Replace),
+        ("amount_refunded", OnConflict::Replace),
+        ("currency", OnConflict::Replace),
+        ("status", OnConflict::Replace),
+        ("refunded", OnConflict::Replace),
+        ("failure_code", OnConflict::Replace),
+        ("failure_message", OnConflict::Replace),
+        ("invoice_id", OnConflict::Replace),
+        ("payment_intent_id", OnConflict::Replace),
+        ("stripe_created", OnConflict::Keep),
+        ("event_created", OnConflict::Replace),
+        ("updated_at_ms", OnConflict::Stamp),
+    ],
+    Guard::NewerWins {
+        version: "event_created",
+        placeholders: false,
+    },
+);
+
 /// Inserts or updates the charge, unless a newer event was applied already. Returns the rows
 /// written (0 or 1).
-pub async fn apply_event<'c>(
-    conn: impl Executor<'c, Database = Any>,
-    c: &Charge<'_>,
-) -> Result<u64, sqlx::Error> {
-    let written = sqlx::query(
-        "INSERT INTO charges
-            (id, customer_id, amount, amount_refunded, currency, status, refunded, failure_code,
-             failure_message, invoice_id, payment_intent_id, stripe_created, event_created, updated_at_ms)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
-         ON CONFLICT (id) DO UPDATE SET
-            customer_id = excluded.customer_id,
-            amount = excluded.amount,
-            amount_refunded = excluded.amount_refunded,
-            currency = excluded.currency,
-            status = excluded.status,
-            refunded = excluded.refunded,
-            failure_code = excluded.failure_code,
-            failure_message = excluded.failure_message,
-            invoice_id = excluded.invoice_id,
-            payment_intent_id = excluded.payment_intent_id,
-            event_created = excluded.event_created,
-            updated_at_ms = excluded.updated_at_ms
-         WHERE charges.event_created <= excluded.event_created
-           AND ($15 = FALSE
-                OR charges.customer_id IS DISTINCT FROM excluded.customer_id
-                OR charges.amount <> excluded.amount
-                OR charges.amount_refunded <> excluded.amount_refunded
-                OR charges.currency <> excluded.currency
-                OR charges.status <> excluded.status
-                OR charges.refunded <> excluded.refunded
-                OR charges.failure_code IS DISTINCT FROM excluded.failure_code
-                OR charges.failure_message IS DISTINCT FROM excluded.failure_message
-                OR charges.invoice_id IS DISTINCT FROM excluded.invoice_id
-                OR charges.payment_intent_id IS DISTINCT FROM excluded.payment_intent_id)",
-    )
-    .bind(c.id)
-    .bind(c.customer_id)
-    .bind(c.amount)
-    .bind(c.amount_refunded)
-    .bind(c.currency)
-    .bind(c.status)
-    .bind(c.refunded)
-    .bind(c.failure_code)
-    .bind(c.failure_message)
-    .bind(c.invoice_id)
-    .bind(c.payment_intent_id)
-    .bind(c.stripe_created)
-    .bind(c.event_created)
-    .bind(now_ms())
-    .bind(c.listed)
-    .execute(conn)
-    .await?;
-    Ok(written.rows_affected())
+pub async fn apply_event(conn: &mut AnyConnection, c: &Charge<'_>) -> Result<u64, sqlx::Error> {
+    let query = APPLY
+        .query(Engine::of_connection(conn))
+        .bind(c.id)
+        .bind(c.customer_id)
+        .bind(c.amount)
+        .bind(c.amount_refunded)
+        .bind(c.currency)
+        .bind(c.status)
+        .bind(c.refunded)
+        .bind(c.failure_code)
+        .bind(c.failure_message)
+        .bind(c.invoice_id)
+        .bind(c.payment_intent_id)
+        .bind(c.stripe_created)
+        .bind(c.event_created)
+        .bind(now_ms())
+        .bind(c.listed);
+    APPLY.execute(conn, c.id, query).await
 }

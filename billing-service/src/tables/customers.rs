@@ -15,9 +15,11 @@
 //! - A copy listed by `sync` follows the same rule, as of the second Stripe read it, and is
 //!   written only where it differs (a row checkout made, `event_created = 0`, always is).
 
-use sqlx::{Any, AnyConnection, Executor, Row};
+use sqlx::{AnyConnection, Row};
 
 use crate::clock::now_ms;
+use crate::db::Engine;
+use crate::db::sql::{self, Guard, OnConflict, Upsert};
 
 /// What a `customer.*` event says about a customer.
 #[derive(Debug, Clone)]
@@ -34,17 +36,55 @@ pub struct CustomerUpdate<'a> {
     pub listed: bool,
 }
 
+/// How a `customer.*` event (or a listed copy) is written: see the rules above.
+static APPLY: Upsert = Upsert::new(
+    "customers",
+    "stripe_customer_id",
+    &[
+        ("stripe_customer_id", OnConflict::Replace),
+        ("user_id", OnConflict::PreferIncoming),
+        ("email", OnConflict::Replace),
+        ("name", OnConflict::Replace),
+        ("deleted", OnConflict::Replace),
+        ("event_created", OnConflict::Replace),
+        ("created_at_ms", OnConflict::Keep),
+        ("updated_at_ms", OnConflict::Stamp),
+    ],
+    Guard::NewerWins {
+        version: "event_created",
+        placeholders: true,
+    },
+);
+
+/// How checkout links a customer: fills the user and email while empty.
+static LINK: Upsert = Upsert::new(
+    "customers",
+    "stripe_customer_id",
+    &[
+        ("stripe_customer_id", OnConflict::Replace),
+        ("user_id", OnConflict::FillEmpty),
+        ("email", OnConflict::FillEmpty),
+        ("event_created", OnConflict::Keep),
+        ("created_at_ms", OnConflict::Keep),
+        ("updated_at_ms", OnConflict::Stamp),
+    ],
+    Guard::Always,
+);
+
 /// Applies a `customer.*` event, unless a newer one was applied already. Returns the rows
 /// written (0 or 1).
 pub async fn apply_event(
     conn: &mut AnyConnection,
     update: &CustomerUpdate<'_>,
 ) -> Result<u64, sqlx::Error> {
-    let before =
-        sqlx::query("SELECT user_id, event_created FROM customers WHERE stripe_customer_id = $1")
-            .bind(update.stripe_customer_id)
-            .fetch_optional(&mut *conn)
-            .await?;
+    let engine = Engine::of_connection(conn);
+    let before = sql::query(
+        engine,
+        "SELECT user_id, event_created FROM customers WHERE stripe_customer_id = $1",
+    )
+    .bind(update.stripe_customer_id)
+    .fetch_optional(&mut *conn)
+    .await?;
     if let (Some(row), Some(incoming)) = (before, update.user_id) {
         let linked: Option<String> = row.try_get("user_id")?;
         let applied: i64 = row.try_get("event_created")?;
@@ -59,85 +99,65 @@ pub async fn apply_event(
             );
         }
     }
-    let written = sqlx::query(
-        "INSERT INTO customers
-            (stripe_customer_id, user_id, email, name, deleted, event_created, created_at_ms, updated_at_ms)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $7)
-         ON CONFLICT (stripe_customer_id) DO UPDATE SET
-            user_id = COALESCE(excluded.user_id, customers.user_id),
-            email = excluded.email,
-            name = excluded.name,
-            deleted = excluded.deleted,
-            event_created = excluded.event_created,
-            updated_at_ms = excluded.updated_at_ms
-         WHERE customers.event_created <= excluded.event_created
-           AND ($8 = FALSE OR customers.event_created = 0
-                OR customers.user_id IS DISTINCT FROM COALESCE(excluded.user_id, customers.user_id)
-                OR customers.email IS DISTINCT FROM excluded.email
-                OR customers.name IS DISTINCT FROM excluded.name
-                OR customers.deleted <> excluded.deleted)",
-    )
-    .bind(update.stripe_customer_id)
-    .bind(update.user_id)
-    .bind(update.email)
-    .bind(update.name)
-    .bind(update.deleted)
-    .bind(update.event_created)
-    .bind(now_ms())
-    .bind(update.listed)
-    .execute(&mut *conn)
-    .await?;
-    Ok(written.rows_affected())
+    let now = now_ms();
+    let query = APPLY
+        .query(engine)
+        .bind(update.stripe_customer_id)
+        .bind(update.user_id)
+        .bind(update.email)
+        .bind(update.name)
+        .bind(update.deleted)
+        .bind(update.event_created)
+        .bind(now)
+        .bind(now)
+        .bind(update.listed);
+    APPLY.execute(conn, update.stripe_customer_id, query).await
 }
 
 /// Records the customer, and that `user_id` owns it if it has no user yet (checkout, before or
 /// after Stripe's events about the customer).
-pub async fn link<'c>(
-    conn: impl Executor<'c, Database = Any>,
+pub async fn link(
+    conn: &mut AnyConnection,
     stripe_customer_id: &str,
     user_id: Option<&str>,
     email: Option<&str>,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "INSERT INTO customers (stripe_customer_id, user_id, email, event_created, created_at_ms, updated_at_ms)
-         VALUES ($1, $2, $3, 0, $4, $4)
-         ON CONFLICT (stripe_customer_id) DO UPDATE SET
-            user_id = COALESCE(customers.user_id, excluded.user_id),
-            email = COALESCE(customers.email, excluded.email),
-            updated_at_ms = excluded.updated_at_ms",
-    )
-    .bind(stripe_customer_id)
-    .bind(user_id)
-    .bind(email)
-    .bind(now_ms())
-    .execute(conn)
-    .await?;
+    let now = now_ms();
+    let query = LINK
+        .query(Engine::of_connection(conn))
+        .bind(stripe_customer_id)
+        .bind(user_id)
+        .bind(email)
+        .bind(0_i64)
+        .bind(now)
+        .bind(now);
+    LINK.execute(conn, stripe_customer_id, query).await?;
     Ok(())
 }
 
 /// The user's live Stripe customer, as recorded (the most recently written, should a user have
 /// several).
-pub async fn of_user<'c>(
-    conn: impl Executor<'c, Database = Any>,
+pub async fn of_user(
+    conn: &mut AnyConnection,
     user_id: &str,
 ) -> Result<Option<String>, sqlx::Error> {
-    sqlx::query_scalar(
-        "SELECT stripe_customer_id FROM customers
-         WHERE user_id = $1 AND deleted = FALSE
-         ORDER BY updated_at_ms DESC LIMIT 1",
-    )
-    .bind(user_id)
-    .fetch_optional(conn)
-    .await
+    let sql = "SELECT stripe_customer_id FROM customers
+               WHERE user_id = $1 AND deleted = FALSE
+               ORDER BY updated_at_ms DESC LIMIT 1";
+    sqlx::query_scalar(sql::text(Engine::of_connection(conn), sql))
+        .bind(user_id)
+        .fetch_optional(conn)
+        .await
 }
 
 /// The user a customer belongs to, if we know it.
-pub async fn user_of<'c>(
-    conn: impl Executor<'c, Database = Any>,
+pub async fn user_of(
+    conn: &mut AnyConnection,
     stripe_customer_id: &str,
 ) -> Result<Option<String>, sqlx::Error> {
+    let sql = "SELECT user_id FROM customers WHERE stripe_customer_id = $1";
     let user: Option<Option<String>> =
-        sqlx::query_scalar("SELECT user_id FROM customers WHERE stripe_customer_id = $1")
+        sqlx::query_scalar(sql::text(Engine::of_connection(conn), sql))
             .bind(stripe_customer_id)
             .fetch_optional(conn)
             .await?;

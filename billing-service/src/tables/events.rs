@@ -3,7 +3,10 @@
 //! Storing: `INSERT ... ON CONFLICT (id) DO NOTHING` makes the database the judge of "seen
 //! before": concurrent deliveries of the same event race on the primary key and exactly one
 //! wins, with no read-then-write window. Many deliveries share one statement (see
-//! `webhook::batch`), and `RETURNING id` tells which of them were new.
+//! `webhook::batch`), and `RETURNING id` tells which of them were new. MySQL has neither: there
+//! the ids already stored are read, the others inserted with a plain `INSERT`, and if another
+//! writer stored one of them in between, the key refuses the whole statement and the two steps
+//! run again.
 //!
 //! Processing: the worker claims due rows (oldest `created` first) and records each outcome;
 //! operators list and replay rows. A row's `status` is an [`EventStatus`], parsed here, at the
@@ -16,7 +19,7 @@ use std::str::FromStr;
 use sqlx::{Any, AnyConnection, Executor, Row};
 
 use crate::clock::now_ms;
-use crate::db::{Db, Engine};
+use crate::db::{Db, Engine, sql};
 
 /// Where an event is in its life. The table's `CHECK` constraint allows exactly these.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
@@ -103,14 +106,78 @@ pub async fn insert(db: &Db, events: &[NewEvent<'_>]) -> Result<HashSet<String>,
         return Ok(HashSet::new());
     }
     debug_assert!(events.len() <= MAX_ROWS);
-    let mut sql = String::with_capacity(200 + events.len() * 60);
+    if db.engine == Engine::Mysql {
+        return insert_mysql(db, events).await;
+    }
+    let mut sql = insert_sql(db.engine, events.len());
+    sql.push_str(" ON CONFLICT (id) DO NOTHING RETURNING id");
+    let rows = bind_events(sql, events).fetch_all(&db.pool).await?;
+    rows.iter()
+        .map(|row| row.try_get::<String, _>("id"))
+        .collect()
+}
+
+/// How often MySQL's read-then-insert is tried while other writers keep storing the same ids.
+const MYSQL_INSERT_ATTEMPTS: usize = 5;
+
+/// MySQL's [`insert`]: the ids stored already are read, and the others inserted. A plain
+/// `INSERT` is all or nothing, so if another writer stored one of those ids in between (its
+/// delivery raced this one), the duplicate key refuses it and both steps run again.
+async fn insert_mysql(db: &Db, events: &[NewEvent<'_>]) -> Result<HashSet<String>, sqlx::Error> {
+    let mut attempt = 1;
+    loop {
+        let sql = format!(
+            "SELECT id FROM stripe_events WHERE id IN ({})",
+            sql::placeholders(Engine::Mysql, 1, events.len())
+        );
+        // Only placeholders are generated.
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).persistent(false);
+        for event in events {
+            query = query.bind(event.id);
+        }
+        let stored: HashSet<String> = query
+            .fetch_all(&db.pool)
+            .await?
+            .iter()
+            .map(|row| row.try_get::<String, _>("id"))
+            .collect::<Result<_, _>>()?;
+        let new: Vec<&NewEvent<'_>> = events.iter().filter(|e| !stored.contains(e.id)).collect();
+        if new.is_empty() {
+            return Ok(HashSet::new());
+        }
+        let sql = insert_sql(Engine::Mysql, new.len());
+        match bind_events(sql, new.iter().copied())
+            .execute(&db.pool)
+            .await
+        {
+            Ok(_) => return Ok(new.iter().map(|e| e.id.to_owned()).collect()),
+            Err(sqlx::Error::Database(e))
+                if e.is_unique_violation() && attempt < MYSQL_INSERT_ATTEMPTS =>
+            {
+                attempt += 1;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// `INSERT INTO stripe_events (...) VALUES (...), ...` for `rows` events.
+fn insert_sql(engine: Engine, rows: usize) -> String {
+    let mut sql = String::with_capacity(200 + rows * 60);
     sql.push_str(
         "INSERT INTO stripe_events
             (id, type, created, livemode, api_version, account, object_id, payload, received_at_ms)
          VALUES ",
     );
-    push_placeholder_rows(&mut sql, events.len(), COLUMNS);
-    sql.push_str(" ON CONFLICT (id) DO NOTHING RETURNING id");
+    sql::push_placeholder_rows(&mut sql, engine, rows, COLUMNS);
+    sql
+}
+
+/// The events bound to [`insert_sql`]'s placeholders.
+fn bind_events<'q>(
+    sql: String,
+    events: impl IntoIterator<Item = &'q NewEvent<'q>>,
+) -> sqlx::query::Query<'q, Any, sqlx::any::AnyArguments> {
     let received_at_ms = now_ms();
     // Only placeholders are generated; every value is bound. Not cached as a prepared statement:
     // each batch size is a different text, and a cache of hundreds of them helps nobody.
@@ -127,28 +194,7 @@ pub async fn insert(db: &Db, events: &[NewEvent<'_>]) -> Result<HashSet<String>,
             .bind(event.payload)
             .bind(received_at_ms);
     }
-    let rows = query.fetch_all(&db.pool).await?;
-    rows.iter()
-        .map(|row| row.try_get::<String, _>("id"))
-        .collect()
-}
-
-/// `($1,$2,...),($n+1,...)`: `rows` groups of `columns` numbered placeholders.
-fn push_placeholder_rows(sql: &mut String, rows: usize, columns: usize) {
-    for row in 0..rows {
-        if row > 0 {
-            sql.push(',');
-        }
-        sql.push('(');
-        for column in 0..columns {
-            if column > 0 {
-                sql.push(',');
-            }
-            sql.push('$');
-            sql.push_str(&(row * columns + column + 1).to_string());
-        }
-        sql.push(')');
-    }
+    query
 }
 
 /// A claimed row, as the worker gets it.
@@ -168,18 +214,14 @@ pub struct Claimed {
 /// attempt is counted when the outcome is written ([`mark_done`], [`record_failure`]), in the
 /// same transaction, so each event's row is written once per batch.
 ///
-/// PostgreSQL locks the rows (`FOR UPDATE SKIP LOCKED`: replicas take different events).
-/// On SQLite the claim must write, so that the transaction takes the database's write lock up
-/// front instead of failing to upgrade to it later; it writes nothing that changes.
-pub async fn claim(
-    conn: &mut AnyConnection,
-    engine: Engine,
-    limit: u32,
-) -> Result<Vec<Claimed>, sqlx::Error> {
-    let due = "SELECT id FROM stripe_events
+/// PostgreSQL and MySQL lock the rows (`FOR UPDATE SKIP LOCKED`: replicas take different
+/// events). On SQLite the claim must write, so that the transaction takes the database's write
+/// lock up front instead of failing to upgrade to it later; it writes nothing that changes.
+pub async fn claim(conn: &mut AnyConnection, limit: u32) -> Result<Vec<Claimed>, sqlx::Error> {
+    let due = "FROM stripe_events
                WHERE status = 'pending' AND next_attempt_at_ms <= $1
                ORDER BY created, id LIMIT $2";
-    let sql = claim_sql(engine, due);
+    let sql = claim_sql(Engine::of_connection(conn), due);
     // Only fixed text is spliced in.
     let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
         .bind(now_ms())
@@ -191,14 +233,10 @@ pub async fn claim(
 
 /// Claims one pending event by id, due or not (the worker re-runs the events of a failed batch
 /// one by one); none when it is no longer pending or another worker holds it.
-pub async fn claim_one(
-    conn: &mut AnyConnection,
-    engine: Engine,
-    id: &str,
-) -> Result<Option<Claimed>, sqlx::Error> {
+pub async fn claim_one(conn: &mut AnyConnection, id: &str) -> Result<Option<Claimed>, sqlx::Error> {
     let sql = claim_sql(
-        engine,
-        "SELECT id FROM stripe_events WHERE id = $1 AND status = 'pending'",
+        Engine::of_connection(conn),
+        "FROM stripe_events WHERE id = $1 AND status = 'pending'",
     );
     let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
         .bind(id)
@@ -207,15 +245,20 @@ pub async fn claim_one(
     Ok(claimed_rows(&rows)?.pop())
 }
 
-/// The claim around `due`, a query of the ids to claim.
-fn claim_sql(engine: Engine, due: &str) -> String {
+/// The claim of the rows `due` selects (`FROM ... WHERE ...`).
+fn claim_sql(engine: Engine, due: &'static str) -> String {
     let columns = "id, type, created, payload, attempts + 1 AS attempts, received_at_ms";
     match engine {
         Engine::Postgres => format!(
-            "SELECT {columns} FROM stripe_events WHERE id IN ({due} FOR UPDATE SKIP LOCKED)"
+            "SELECT {columns} FROM stripe_events WHERE id IN (SELECT id {due} FOR UPDATE SKIP LOCKED)"
+        ),
+        // MySQL has no `IN (subquery ... LIMIT)`: the rows are selected and locked directly.
+        Engine::Mysql => format!(
+            "SELECT {columns} {} FOR UPDATE SKIP LOCKED",
+            sql::text(engine, due)
         ),
         Engine::Sqlite => format!(
-            "UPDATE stripe_events SET attempts = attempts WHERE id IN ({due}) RETURNING {columns}"
+            "UPDATE stripe_events SET attempts = attempts WHERE id IN (SELECT id {due}) RETURNING {columns}"
         ),
     }
 }
@@ -251,14 +294,16 @@ pub async fn mark_done(
         EventStatus::Processed | EventStatus::Ignored
     ));
     let done_at = now_ms();
+    let engine = Engine::of_connection(conn);
     for chunk in ids.chunks(MARK_CHUNK) {
-        let placeholders: Vec<String> = (0..chunk.len()).map(|i| format!("${}", i + 3)).collect();
         let sql = format!(
             "UPDATE stripe_events
-             SET status = $1, attempts = attempts + 1, last_error = NULL, next_attempt_at_ms = 0,
-                 processed_at_ms = $2
+             SET status = {}, attempts = attempts + 1, last_error = NULL, next_attempt_at_ms = 0,
+                 processed_at_ms = {}
              WHERE id IN ({})",
-            placeholders.join(",")
+            sql::placeholders(engine, 1, 1),
+            sql::placeholders(engine, 2, 1),
+            sql::placeholders(engine, 3, chunk.len())
         );
         // Only placeholders are spliced in; not cached, as every batch size is its own text.
         let mut query = sqlx::query(sqlx::AssertSqlSafe(sql))
@@ -293,18 +338,17 @@ pub async fn record_failure(
         AfterFailure::RetryAt(at) => (EventStatus::Pending, at),
         AfterFailure::Park => (EventStatus::Failed, 0),
     };
-    sqlx::query(
-        "UPDATE stripe_events
-         SET status = $1, attempts = attempts + 1, last_error = $2, next_attempt_at_ms = $3,
-             processed_at_ms = NULL
-         WHERE id = $4",
-    )
-    .bind(status.as_str())
-    .bind(error)
-    .bind(next_attempt_at_ms)
-    .bind(id)
-    .execute(&mut *conn)
-    .await?;
+    let sql = "UPDATE stripe_events
+               SET status = $1, attempts = attempts + 1, last_error = $2, next_attempt_at_ms = $3,
+                   processed_at_ms = NULL
+               WHERE id = $4";
+    sql::query(Engine::of_connection(conn), sql)
+        .bind(status.as_str())
+        .bind(error)
+        .bind(next_attempt_at_ms)
+        .bind(id)
+        .execute(&mut *conn)
+        .await?;
     Ok(())
 }
 
@@ -337,16 +381,19 @@ fn decode_status(raw: String) -> Result<EventStatus, sqlx::Error> {
 
 /// Events matching `filter`, newest first.
 pub async fn list(db: &Db, filter: &Filter) -> Result<Vec<EventRow>, sqlx::Error> {
-    let rows = sqlx::query(
-        "SELECT id, type, created, status, attempts, last_error, object_id FROM stripe_events
-         WHERE ($1 IS NULL OR status = $1) AND ($2 IS NULL OR type = $2)
-         ORDER BY created DESC, id DESC LIMIT $3",
-    )
-    .bind(filter.status.map(EventStatus::as_str))
-    .bind(filter.event_type.as_deref())
-    .bind(filter.limit)
-    .fetch_all(&db.pool)
-    .await?;
+    let sql = "SELECT id, type, created, status, attempts, last_error, object_id FROM stripe_events
+               WHERE ($1 IS NULL OR status = $2) AND ($3 IS NULL OR type = $4)
+               ORDER BY created DESC, id DESC LIMIT $5";
+    let status = filter.status.map(EventStatus::as_str);
+    let event_type = filter.event_type.as_deref();
+    let rows = sql::query(db.engine, sql)
+        .bind(status)
+        .bind(status)
+        .bind(event_type)
+        .bind(event_type)
+        .bind(filter.limit)
+        .fetch_all(&db.pool)
+        .await?;
     rows.iter()
         .map(|r| {
             Ok(EventRow {
@@ -365,13 +412,13 @@ pub async fn list(db: &Db, filter: &Filter) -> Result<Vec<EventRow>, sqlx::Error
 /// Puts one event back in the queue, whatever its state; handlers are idempotent, so replaying
 /// a processed event is safe. Returns false when there is no such event.
 pub async fn replay(db: &Db, id: &str) -> Result<bool, sqlx::Error> {
-    let done = sqlx::query(
-        "UPDATE stripe_events SET status = 'pending', attempts = 0, next_attempt_at_ms = 0, last_error = NULL
-         WHERE id = $1",
-    )
-    .bind(id)
-    .execute(&db.pool)
-    .await?;
+    let sql = "UPDATE stripe_events
+               SET status = 'pending', attempts = 0, next_attempt_at_ms = 0, last_error = NULL
+               WHERE id = $1";
+    let done = sql::query(db.engine, sql)
+        .bind(id)
+        .execute(&db.pool)
+        .await?;
     Ok(done.rows_affected() > 0)
 }
 
@@ -413,6 +460,7 @@ mod tests {
         let allowed = EventStatus::ALL.map(|s| format!("'{s}'")).join(", ");
         for schema in [
             include_str!("../../../migrations/postgres/V1__billing_tables.sql"),
+            include_str!("../../../migrations/mysql/V1__billing_tables.sql"),
             include_str!("../../../migrations/sqlite/V1__billing_tables.sql"),
         ] {
             assert!(
@@ -420,12 +468,5 @@ mod tests {
                 "{allowed}"
             );
         }
-    }
-
-    #[test]
-    fn placeholders_are_numbered_row_by_row() {
-        let mut sql = String::new();
-        push_placeholder_rows(&mut sql, 2, 3);
-        assert_eq!(sql, "($1,$2,$3),($4,$5,$6)");
     }
 }

@@ -1,10 +1,13 @@
 //! `subscription_schedules`: written only by `subscription_schedule.*` events (and `sync`'s
-//! listed copies, as of the second Stripe read them); every column follows the newest applied. Phases are kept as JSON: their shape varies across API
-//! versions and nothing here queries inside them.
+//! listed copies, as of the second Stripe read them); every column follows the newest applied.
+//! Phases are kept as JSON: their shape varies across API versions and nothing here queries
+//! inside them.
 
-use sqlx::{Any, Executor};
+use sqlx::AnyConnection;
 
 use crate::clock::now_ms;
+use crate::db::Engine;
+use crate::db::sql::{Guard, OnConflict, Upsert};
 
 #[derive(Debug, Clone)]
 pub struct Schedule<'a> {
@@ -20,39 +23,37 @@ pub struct Schedule<'a> {
     pub listed: bool,
 }
 
+/// How a `subscription_schedule.*` event (or a listed copy) is written.
+static APPLY: Upsert = Upsert::new(
+    "subscription_schedules",
+    "id",
+    &[
+        ("id", OnConflict::Replace),
+        ("customer_id", OnConflict::Replace),
+        ("subscription_id", OnConflict::Replace),
+        ("status", OnConflict::Replace),
+        ("phases", OnConflict::Replace),
+        ("event_created", OnConflict::Replace),
+        ("updated_at_ms", OnConflict::Stamp),
+    ],
+    Guard::NewerWins {
+        version: "event_created",
+        placeholders: false,
+    },
+);
+
 /// Inserts or updates the schedule, unless a newer event was applied already. Returns the rows
 /// written (0 or 1).
-pub async fn apply_event<'c>(
-    conn: impl Executor<'c, Database = Any>,
-    s: &Schedule<'_>,
-) -> Result<u64, sqlx::Error> {
-    let written = sqlx::query(
-        "INSERT INTO subscription_schedules
-            (id, customer_id, subscription_id, status, phases, event_created, updated_at_ms)
-         VALUES ($1, $2, $3, $4, $5, $6, $7)
-         ON CONFLICT (id) DO UPDATE SET
-            customer_id = excluded.customer_id,
-            subscription_id = excluded.subscription_id,
-            status = excluded.status,
-            phases = excluded.phases,
-            event_created = excluded.event_created,
-            updated_at_ms = excluded.updated_at_ms
-         WHERE subscription_schedules.event_created <= excluded.event_created
-           AND ($8 = FALSE
-                OR subscription_schedules.customer_id IS DISTINCT FROM excluded.customer_id
-                OR subscription_schedules.subscription_id IS DISTINCT FROM excluded.subscription_id
-                OR subscription_schedules.status <> excluded.status
-                OR subscription_schedules.phases <> excluded.phases)",
-    )
-    .bind(s.id)
-    .bind(s.customer_id)
-    .bind(s.subscription_id)
-    .bind(s.status)
-    .bind(s.phases)
-    .bind(s.event_created)
-    .bind(now_ms())
-    .bind(s.listed)
-    .execute(conn)
-    .await?;
-    Ok(written.rows_affected())
+pub async fn apply_event(conn: &mut AnyConnection, s: &Schedule<'_>) -> Result<u64, sqlx::Error> {
+    let query = APPLY
+        .query(Engine::of_connection(conn))
+        .bind(s.id)
+        .bind(s.customer_id)
+        .bind(s.subscription_id)
+        .bind(s.status)
+        .bind(s.phases)
+        .bind(s.event_created)
+        .bind(now_ms())
+        .bind(s.listed);
+    APPLY.execute(conn, s.id, query).await
 }

@@ -23,13 +23,19 @@
 //! events overwrite, whatever their order.
 
 use serde::Serialize;
-use sqlx::{Any, Executor, Row};
+use sqlx::{AnyConnection, Row};
 
 use crate::clock::now_ms;
+use crate::db::Engine;
+use crate::db::sql::{self, Guard, OnConflict, Upsert};
 
 /// Subscription states in which a user must manage the subscription they have (in the portal)
 /// rather than buy a second one.
-const LIVE_STATUSES: &str = "'active', 'trialing', 'past_due', 'unpaid'";
+macro_rules! live_statuses {
+    () => {
+        "'active', 'trialing', 'past_due', 'unpaid'"
+    };
+}
 
 /// A subscription as its newest event shows it.
 #[derive(Debug, Clone)]
@@ -48,60 +54,76 @@ pub struct SubscriptionUpdate<'a> {
     pub listed: bool,
 }
 
+/// How a `customer.subscription.*` event (or a listed copy) is written: see the rules above.
+static APPLY: Upsert = Upsert::new(
+    "subscriptions",
+    "id",
+    &[
+        ("id", OnConflict::Replace),
+        ("customer_id", OnConflict::Replace),
+        ("user_id", OnConflict::PreferIncoming),
+        ("status", OnConflict::Replace),
+        ("price_id", OnConflict::Replace),
+        ("current_period_end", OnConflict::Replace),
+        ("cancel_at_period_end", OnConflict::Replace),
+        ("latest_invoice_id", OnConflict::PreferIncoming),
+        ("event_created", OnConflict::Replace),
+        ("created_at_ms", OnConflict::Keep),
+        ("updated_at_ms", OnConflict::Stamp),
+    ],
+    Guard::NewerWins {
+        version: "event_created",
+        placeholders: true,
+    },
+);
+
+/// A placeholder row for a subscription known before its own events; fills only its user.
+static ENSURE: Upsert = Upsert::new(
+    "subscriptions",
+    "id",
+    &[
+        ("id", OnConflict::Replace),
+        ("customer_id", OnConflict::Keep),
+        ("user_id", OnConflict::FillEmpty),
+        ("status", OnConflict::Keep),
+        ("event_created", OnConflict::Keep),
+        ("created_at_ms", OnConflict::Keep),
+        ("updated_at_ms", OnConflict::Keep),
+    ],
+    Guard::FillsEmpty,
+);
+
 /// Applies a `customer.subscription.*` event, unless a newer one was applied already. Returns
 /// the rows written (0 or 1).
-pub async fn apply_event<'c>(
-    conn: impl Executor<'c, Database = Any>,
+pub async fn apply_event(
+    conn: &mut AnyConnection,
     s: &SubscriptionUpdate<'_>,
 ) -> Result<u64, sqlx::Error> {
-    let written = sqlx::query(
-        "INSERT INTO subscriptions
-            (id, customer_id, user_id, status, price_id, current_period_end, cancel_at_period_end,
-             latest_invoice_id, event_created, created_at_ms, updated_at_ms)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10)
-         ON CONFLICT (id) DO UPDATE SET
-            customer_id = excluded.customer_id,
-            user_id = COALESCE(excluded.user_id, subscriptions.user_id),
-            status = excluded.status,
-            price_id = excluded.price_id,
-            current_period_end = excluded.current_period_end,
-            cancel_at_period_end = excluded.cancel_at_period_end,
-            latest_invoice_id = COALESCE(excluded.latest_invoice_id, subscriptions.latest_invoice_id),
-            event_created = excluded.event_created,
-            updated_at_ms = excluded.updated_at_ms
-         WHERE subscriptions.event_created <= excluded.event_created
-           AND ($11 = FALSE OR subscriptions.event_created = 0
-                OR subscriptions.customer_id <> excluded.customer_id
-                OR subscriptions.user_id IS DISTINCT FROM COALESCE(excluded.user_id, subscriptions.user_id)
-                OR subscriptions.status <> excluded.status
-                OR subscriptions.price_id IS DISTINCT FROM excluded.price_id
-                OR subscriptions.current_period_end IS DISTINCT FROM excluded.current_period_end
-                OR subscriptions.cancel_at_period_end <> excluded.cancel_at_period_end
-                OR subscriptions.latest_invoice_id
-                   IS DISTINCT FROM COALESCE(excluded.latest_invoice_id, subscriptions.latest_invoice_id))",
-    )
-    .bind(s.id)
-    .bind(s.customer_id)
-    .bind(s.user_id)
-    .bind(s.status)
-    .bind(s.price_id)
-    .bind(s.current_period_end)
-    .bind(s.cancel_at_period_end)
-    .bind(s.latest_invoice_id)
-    .bind(s.event_created)
-    .bind(now_ms())
-    .bind(s.listed)
-    .execute(conn)
-    .await?;
-    Ok(written.rows_affected())
+    let now = now_ms();
+    let query = APPLY
+        .query(Engine::of_connection(conn))
+        .bind(s.id)
+        .bind(s.customer_id)
+        .bind(s.user_id)
+        .bind(s.status)
+        .bind(s.price_id)
+        .bind(s.current_period_end)
+        .bind(s.cancel_at_period_end)
+        .bind(s.latest_invoice_id)
+        .bind(s.event_created)
+        .bind(now)
+        .bind(now)
+        .bind(s.listed);
+    APPLY.execute(conn, s.id, query).await
 }
 
 /// The `created` of the newest subscription event applied to the row (0 for a placeholder).
-pub async fn event_created_of<'c>(
-    conn: impl Executor<'c, Database = Any>,
+pub async fn event_created_of(
+    conn: &mut AnyConnection,
     id: &str,
 ) -> Result<Option<i64>, sqlx::Error> {
-    sqlx::query("SELECT event_created FROM subscriptions WHERE id = $1")
+    let sql = "SELECT event_created FROM subscriptions WHERE id = $1";
+    sql::query(Engine::of_connection(conn), sql)
         .bind(id)
         .fetch_optional(conn)
         .await?
@@ -111,34 +133,34 @@ pub async fn event_created_of<'c>(
 
 /// Records that a subscription exists before its own events have arrived, and fills its user
 /// while it has none.
-pub async fn ensure_exists<'c>(
-    conn: impl Executor<'c, Database = Any>,
+pub async fn ensure_exists(
+    conn: &mut AnyConnection,
     id: &str,
     customer_id: &str,
     user_id: Option<&str>,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "INSERT INTO subscriptions (id, customer_id, user_id, status, event_created, created_at_ms, updated_at_ms)
-         VALUES ($1, $2, $3, 'incomplete', 0, $4, $4)
-         ON CONFLICT (id) DO UPDATE SET user_id = excluded.user_id
-         WHERE subscriptions.user_id IS NULL AND excluded.user_id IS NOT NULL",
-    )
-    .bind(id)
-    .bind(customer_id)
-    .bind(user_id)
-    .bind(now_ms())
-    .execute(conn)
-    .await?;
+    let now = now_ms();
+    let query = ENSURE
+        .query(Engine::of_connection(conn))
+        .bind(id)
+        .bind(customer_id)
+        .bind(user_id)
+        .bind("incomplete")
+        .bind(0_i64)
+        .bind(now)
+        .bind(now);
+    ENSURE.execute(conn, id, query).await?;
     Ok(())
 }
 
 /// Gives the customer's subscriptions that have no user yet to `user_id`.
-pub async fn fill_user_of_customer<'c>(
-    conn: impl Executor<'c, Database = Any>,
+pub async fn fill_user_of_customer(
+    conn: &mut AnyConnection,
     customer_id: &str,
     user_id: &str,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query("UPDATE subscriptions SET user_id = $1 WHERE customer_id = $2 AND user_id IS NULL")
+    let sql = "UPDATE subscriptions SET user_id = $1 WHERE customer_id = $2 AND user_id IS NULL";
+    sql::query(Engine::of_connection(conn), sql)
         .bind(user_id)
         .bind(customer_id)
         .execute(conn)
@@ -166,42 +188,49 @@ impl PaymentStatus {
 /// unless a newer invoice event was applied already. A `listed` invoice counts only as the
 /// subscription's latest invoice (or when none is known), and only where it changes the row.
 /// Returns the rows written (0 or 1).
-pub async fn apply_payment<'c>(
-    conn: impl Executor<'c, Database = Any>,
+pub async fn apply_payment(
+    conn: &mut AnyConnection,
     subscription_id: &str,
     status: PaymentStatus,
     invoice_id: &str,
     event_created: i64,
     listed: bool,
 ) -> Result<u64, sqlx::Error> {
-    let written = sqlx::query(
-        "UPDATE subscriptions SET
-            payment_status = $1, latest_invoice_id = $2, payment_event_created = $3, updated_at_ms = $4
-         WHERE id = $5 AND payment_event_created <= $3
-           AND ($6 = FALSE OR latest_invoice_id IS NULL
-                OR (latest_invoice_id = $2 AND payment_status IS DISTINCT FROM $1))",
-    )
-    .bind(status.as_str())
-    .bind(invoice_id)
-    .bind(event_created)
-    .bind(now_ms())
-    .bind(subscription_id)
-    .bind(listed)
-    .execute(conn)
-    .await?;
+    // `$9` is never null: "differs" needs no null-safe comparison, which each engine spells
+    // its own way.
+    let sql = "UPDATE subscriptions SET
+                   payment_status = $1, latest_invoice_id = $2, payment_event_created = $3,
+                   updated_at_ms = $4
+               WHERE id = $5 AND payment_event_created <= $6
+                 AND ($7 = FALSE OR latest_invoice_id IS NULL
+                      OR (latest_invoice_id = $8 AND (payment_status IS NULL OR payment_status <> $9)))";
+    // MySQL counts the rows matched (sqlx asks for found rows), as the others do.
+    let written = sql::query(Engine::of_connection(conn), sql)
+        .bind(status.as_str())
+        .bind(invoice_id)
+        .bind(event_created)
+        .bind(now_ms())
+        .bind(subscription_id)
+        .bind(event_created)
+        .bind(listed)
+        .bind(invoice_id)
+        .bind(status.as_str())
+        .execute(conn)
+        .await?;
     Ok(written.rows_affected())
 }
 
 /// The status of the user's live subscription, if any.
-pub async fn live_status_of_user<'c>(
-    conn: impl Executor<'c, Database = Any>,
+pub async fn live_status_of_user(
+    conn: &mut AnyConnection,
     user_id: &str,
 ) -> Result<Option<String>, sqlx::Error> {
-    let sql = format!(
-        "SELECT status FROM subscriptions WHERE user_id = $1 AND status IN ({LIVE_STATUSES}) LIMIT 1"
+    let sql = concat!(
+        "SELECT status FROM subscriptions WHERE user_id = $1 AND status IN (",
+        live_statuses!(),
+        ") LIMIT 1"
     );
-    // Only a constant list is spliced in.
-    sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+    sqlx::query_scalar(sql::text(Engine::of_connection(conn), sql))
         .bind(user_id)
         .fetch_optional(conn)
         .await
@@ -217,18 +246,20 @@ pub struct SubscriptionView {
 }
 
 /// The user's live subscription, or else the latest one.
-pub async fn current_of_user<'c>(
-    conn: impl Executor<'c, Database = Any>,
+pub async fn current_of_user(
+    conn: &mut AnyConnection,
     user_id: &str,
 ) -> Result<Option<SubscriptionView>, sqlx::Error> {
-    let sql = format!(
+    let sql = concat!(
         "SELECT status, price_id, current_period_end,
-                CAST(cancel_at_period_end AS INTEGER) AS cancel_at_period_end
+                CASE WHEN cancel_at_period_end THEN 1 ELSE 0 END AS cancel_at_period_end
          FROM subscriptions WHERE user_id = $1
-         ORDER BY CASE WHEN status IN ({LIVE_STATUSES}) THEN 0 ELSE 1 END, updated_at_ms DESC
+         ORDER BY CASE WHEN status IN (",
+        live_statuses!(),
+        ") THEN 0 ELSE 1 END, updated_at_ms DESC
          LIMIT 1"
     );
-    let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+    let row = sql::query(Engine::of_connection(conn), sql)
         .bind(user_id)
         .fetch_optional(conn)
         .await?;
@@ -237,8 +268,8 @@ pub async fn current_of_user<'c>(
             status: r.try_get("status")?,
             price_id: r.try_get("price_id")?,
             current_period_end: r.try_get("current_period_end")?,
-            // The Any driver cannot decode SQLite booleans: read as an integer.
-            cancel_at_period_end: r.try_get::<i32, _>("cancel_at_period_end")? == 1,
+            // The Any driver decodes booleans on no engine but PostgreSQL: read as an integer.
+            cancel_at_period_end: r.try_get::<i64, _>("cancel_at_period_end")? == 1,
         })
     })
     .transpose()

@@ -5,9 +5,11 @@
 //! so a page and the cursor past it commit together. A sync that finishes all it was asked for
 //! [`clear`]s its rows.
 
-use sqlx::{Any, AnyConnection, Executor, Row};
+use sqlx::{AnyConnection, Row};
 
 use crate::clock::now_ms;
+use crate::db::Engine;
+use crate::db::sql::{self, Guard, OnConflict, Upsert};
 
 /// Counts, since the sync of a kind started (across interruptions).
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -42,17 +44,13 @@ pub struct Cursor {
     pub finished: bool,
 }
 
-pub async fn get<'c>(
-    conn: impl Executor<'c, Database = Any>,
-    kind: &str,
-) -> Result<Option<Cursor>, sqlx::Error> {
-    let row = sqlx::query(
-        "SELECT since, starting_after, pages, listed, written, skipped, finished_at_ms
-         FROM sync_cursors WHERE kind = $1",
-    )
-    .bind(kind)
-    .fetch_optional(conn)
-    .await?;
+pub async fn get(conn: &mut AnyConnection, kind: &str) -> Result<Option<Cursor>, sqlx::Error> {
+    let sql = "SELECT since, starting_after, pages, listed, written, skipped, finished_at_ms
+               FROM sync_cursors WHERE kind = $1";
+    let row = sql::query(Engine::of_connection(conn), sql)
+        .bind(kind)
+        .fetch_optional(conn)
+        .await?;
     row.map(|r| {
         Ok(Cursor {
             since: r.try_get("since")?,
@@ -69,58 +67,76 @@ pub async fn get<'c>(
     .transpose()
 }
 
+/// A cursor back at the first page.
+static START: Upsert = Upsert::new(
+    "sync_cursors",
+    "kind",
+    &[
+        ("kind", OnConflict::Replace),
+        ("since", OnConflict::Replace),
+        ("starting_after", OnConflict::Replace),
+        ("pages", OnConflict::Replace),
+        ("listed", OnConflict::Replace),
+        ("written", OnConflict::Replace),
+        ("skipped", OnConflict::Replace),
+        ("started_at_ms", OnConflict::Replace),
+        ("finished_at_ms", OnConflict::Replace),
+        ("updated_at_ms", OnConflict::Stamp),
+    ],
+    Guard::Always,
+);
+
 /// Starts the sync of `kind` from its first page, forgetting any earlier cursor.
-pub async fn start<'c>(
-    conn: impl Executor<'c, Database = Any>,
-    kind: &str,
-    since: i64,
-) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "INSERT INTO sync_cursors (kind, since, started_at_ms, updated_at_ms) VALUES ($1, $2, $3, $3)
-         ON CONFLICT (kind) DO UPDATE SET
-            since = excluded.since, starting_after = NULL, pages = 0, listed = 0, written = 0,
-            skipped = 0, started_at_ms = excluded.started_at_ms, finished_at_ms = NULL,
-            updated_at_ms = excluded.updated_at_ms",
-    )
-    .bind(kind)
-    .bind(since)
-    .bind(now_ms())
-    .execute(conn)
-    .await?;
+pub async fn start(conn: &mut AnyConnection, kind: &str, since: i64) -> Result<(), sqlx::Error> {
+    let now = now_ms();
+    let query = START
+        .query(Engine::of_connection(conn))
+        .bind(kind)
+        .bind(since)
+        .bind(None::<String>)
+        .bind(0_i64)
+        .bind(0_i64)
+        .bind(0_i64)
+        .bind(0_i64)
+        .bind(now)
+        .bind(None::<i64>)
+        .bind(now);
+    START.execute(conn, kind, query).await?;
     Ok(())
 }
 
 /// Records a page written: the next starts after `starting_after` (`None`: that was the last).
-pub async fn advance<'c>(
-    conn: impl Executor<'c, Database = Any>,
+pub async fn advance(
+    conn: &mut AnyConnection,
     kind: &str,
     starting_after: Option<&str>,
     page: &Tally,
 ) -> Result<(), sqlx::Error> {
     let now = now_ms();
-    sqlx::query(
-        "UPDATE sync_cursors SET
-            starting_after = $1, pages = pages + $2, listed = listed + $3,
-            written = written + $4, skipped = skipped + $5, updated_at_ms = $6,
-            finished_at_ms = CASE WHEN $1 IS NULL THEN $6 ELSE NULL END
-         WHERE kind = $7",
-    )
-    .bind(starting_after)
-    .bind(page.pages)
-    .bind(page.listed)
-    .bind(page.written)
-    .bind(page.skipped)
-    .bind(now)
-    .bind(kind)
-    .execute(conn)
-    .await?;
+    let sql = "UPDATE sync_cursors SET
+                   starting_after = $1, pages = pages + $2, listed = listed + $3,
+                   written = written + $4, skipped = skipped + $5, updated_at_ms = $6,
+                   finished_at_ms = $7
+               WHERE kind = $8";
+    sql::query(Engine::of_connection(conn), sql)
+        .bind(starting_after)
+        .bind(page.pages)
+        .bind(page.listed)
+        .bind(page.written)
+        .bind(page.skipped)
+        .bind(now)
+        .bind(starting_after.is_none().then_some(now))
+        .bind(kind)
+        .execute(conn)
+        .await?;
     Ok(())
 }
 
 /// Forgets the cursors of `kinds`: their sync is complete.
 pub async fn clear(conn: &mut AnyConnection, kinds: &[&str]) -> Result<(), sqlx::Error> {
+    let engine = Engine::of_connection(conn);
     for kind in kinds {
-        sqlx::query("DELETE FROM sync_cursors WHERE kind = $1")
+        sql::query(engine, "DELETE FROM sync_cursors WHERE kind = $1")
             .bind(*kind)
             .execute(&mut *conn)
             .await?;

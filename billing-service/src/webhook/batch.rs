@@ -48,7 +48,7 @@ impl BatchSettings {
             writers: match engine {
                 // Two: one batch commits while the next is written, which hides a remote
                 // database's round trip; more only make smaller batches (BENCHMARKS.md).
-                Engine::Postgres => 2,
+                Engine::Postgres | Engine::Mysql => 2,
                 Engine::Sqlite => 1,
             },
             queue: 4096,

@@ -178,7 +178,7 @@ impl Worker {
     /// attempt counts, the event is parked after `max_attempts`, and the queue never loops on it.
     pub async fn try_execute_batch(&self) -> Result<usize, WorkerError> {
         let mut tx = self.begin().await?;
-        let claimed = events::claim(&mut tx, self.db.engine, self.settings.batch_size).await?;
+        let claimed = events::claim(&mut tx, self.settings.batch_size).await?;
         match self.finish(tx, &claimed).await {
             Ok(()) => Ok(claimed.len()),
             Err(WorkerError::Database(e)) if db::is_unavailable(&e) => Err(e.into()),
@@ -213,7 +213,7 @@ impl Worker {
         batch_error: &WorkerError,
     ) -> Result<(), WorkerError> {
         let mut tx = self.begin().await?;
-        let Some(claimed) = events::claim_one(&mut tx, self.db.engine, &event.id).await? else {
+        let Some(claimed) = events::claim_one(&mut tx, &event.id).await? else {
             return Ok(()); // done meanwhile, or another worker has it
         };
         let error = match self.finish(tx, std::slice::from_ref(&claimed)).await {

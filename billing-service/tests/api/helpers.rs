@@ -128,7 +128,8 @@ pub struct EventState {
 }
 
 pub async fn event_state(db: &Db, id: &str) -> Option<EventState> {
-    let row = sqlx::query("SELECT status, attempts, last_error FROM stripe_events WHERE id = $1")
+    let sql = "SELECT status, attempts, last_error FROM stripe_events WHERE id = $1";
+    let row = billing_service::db::sql::query(db.engine, sql)
         .bind(id)
         .fetch_optional(&db.pool)
         .await

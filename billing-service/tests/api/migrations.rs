@@ -2,10 +2,10 @@
 //! edited scripts, concurrent migrators.
 
 use billing_service::configuration::DatabaseSettings;
-use billing_service::db::Db;
+use billing_service::db::{Db, Engine};
 use billing_service::migrate::{MigrateError, Migrator, Scripts, Step};
 use sqlx::Row;
-use test_support::db::{every_engine, postgres_or_skip};
+use test_support::db::{every_engine, servers_or_skip};
 
 use crate::helpers::connect;
 
@@ -172,7 +172,7 @@ async fn repeatable_scripts_rerun_when_changed_and_edited_versions_are_refused()
 }
 
 #[tokio::test]
-async fn a_failing_script_leaves_nothing_behind() {
+async fn a_failing_script_leaves_nothing_behind_or_on_mysql_says_what_it_left() {
     for test_db in every_engine().await {
         let db = connect(&test_db.url).await;
         let broken = Migrator::new(scripts(&[
@@ -188,6 +188,40 @@ async fn a_failing_script_leaves_nothing_behind() {
             "{err}"
         );
         assert!(table_exists(&db, "ok").await);
+        if db.engine == Engine::Mysql {
+            // MySQL commits DDL as it runs: what ran stays, and the history says so.
+            assert!(
+                matches!(
+                    err,
+                    MigrateError::PartlyApplied {
+                        failed: 2,
+                        total: 2,
+                        ..
+                    }
+                ),
+                "{err}"
+            );
+            assert!(
+                err.to_string()
+                    .contains("the statement before it stay applied"),
+                "{err}"
+            );
+            assert!(table_exists(&db, "half").await);
+            let failed: i64 = sqlx::query_scalar(
+                "SELECT COUNT(*) FROM flyway_schema_history WHERE script = 'V2__broken.sql' AND NOT success",
+            )
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+            assert_eq!(failed, 1);
+            // Every later run refuses until an operator has repaired the history.
+            let again = broken.migrate(&db, false).await.unwrap_err();
+            assert!(
+                matches!(again, MigrateError::FailedBefore { ref script } if script == "V2__broken.sql"),
+                "{again}"
+            );
+            continue;
+        }
         assert!(
             !table_exists(&db, "half").await,
             "{}: not rolled back",
@@ -198,14 +232,16 @@ async fn a_failing_script_leaves_nothing_behind() {
 }
 
 #[tokio::test]
-async fn concurrent_migrators_take_turns_on_postgres() {
-    // The lock is PostgreSQL's; SQLite has a single writer anyway.
-    let Some(test_db) = postgres_or_skip("concurrent_migrators_take_turns_on_postgres").await
-    else {
-        return;
-    };
+async fn concurrent_migrators_take_turns_on_postgres_and_mysql() {
+    // The locks are the servers' (an advisory lock, GET_LOCK); SQLite has a single writer anyway.
+    for test_db in servers_or_skip("concurrent_migrators_take_turns").await {
+        four_migrators_at_once(&test_db.url).await;
+    }
+}
+
+async fn four_migrators_at_once(url: &str) {
     let runs = (0..4).map(|_| {
-        let settings = DatabaseSettings::new(&test_db.url);
+        let settings = DatabaseSettings::new(url);
         tokio::spawn(async move {
             let db = Db::connect(&settings).await.unwrap();
             Migrator::embedded(db.engine)
@@ -219,6 +255,33 @@ async fn concurrent_migrators_take_turns_on_postgres() {
         applied_total += run.await.unwrap().expect("each migrator succeeds").len();
     }
     assert_eq!(applied_total, 3, "each script applied exactly once");
-    let db = connect(&test_db.url).await;
-    assert_eq!(history_rows(&db).await.len(), 3);
+    let db = connect(url).await;
+    assert_eq!(history_rows(&db).await.len(), 3, "on {url}");
+}
+
+/// The schema and the session settings MySQL needs: a value too long for its column is refused,
+/// not cut (two long ids cut alike would be one row), whatever the server's own SQL mode.
+#[tokio::test]
+async fn mysql_refuses_a_value_too_long_instead_of_cutting_it() {
+    for test_db in servers_or_skip("mysql_refuses_a_value_too_long").await {
+        if test_db.engine != test_support::db::Engine::Mysql {
+            continue;
+        }
+        let db = connect(&test_db.url).await;
+        Migrator::embedded(db.engine)
+            .unwrap()
+            .migrate(&db, false)
+            .await
+            .unwrap();
+        let id = "cus_".to_owned() + &"x".repeat(300);
+        let mut conn = db.pool.acquire().await.unwrap();
+        let stored = billing_service::tables::customers::link(&mut conn, &id, None, None).await;
+        assert!(stored.is_err(), "a 304-character id was stored");
+        // Set by the service on each connection, not left to the server's configuration.
+        let mode: String = sqlx::query_scalar("SELECT @@SESSION.sql_mode")
+            .fetch_one(&mut *conn)
+            .await
+            .unwrap();
+        assert!(mode.contains("STRICT_ALL_TABLES"), "{mode}");
+    }
 }

@@ -17,7 +17,7 @@ use crate::helpers::{event_json, spawn_app};
 use test_support::db::every_engine;
 
 async fn linked_user(db: &Db, customer: &str) -> Option<String> {
-    customers::user_of(&db.pool, customer)
+    customers::user_of(&mut db.pool.acquire().await.unwrap(), customer)
         .await
         .expect("customers can be read")
 }
@@ -42,9 +42,14 @@ async fn stripe_metadata_decides_the_user_and_checkout_only_fills_a_missing_link
         let app = spawn_app(&db.url).await;
         let t = unix_now() - 1000;
         // Our checkout made the customer for user-ours.
-        customers::link(&app.db.pool, "cus_Linked", Some("user-ours"), None)
-            .await
-            .unwrap();
+        customers::link(
+            &mut app.db.pool.acquire().await.unwrap(),
+            "cus_Linked",
+            Some("user-ours"),
+            None,
+        )
+        .await
+        .unwrap();
 
         // A completed Checkout Session naming someone else does not move it.
         let session = event_json(&EventSpec {
@@ -89,9 +94,14 @@ async fn stripe_metadata_decides_the_user_and_checkout_only_fills_a_missing_link
         );
 
         // And checkout, coming back for the old user, fills nothing either.
-        customers::link(&app.db.pool, "cus_Linked", Some("user-ours"), None)
-            .await
-            .unwrap();
+        customers::link(
+            &mut app.db.pool.acquire().await.unwrap(),
+            "cus_Linked",
+            Some("user-ours"),
+            None,
+        )
+        .await
+        .unwrap();
         assert_eq!(
             linked_user(&app.db, "cus_Linked").await.as_deref(),
             Some("user-stripe")

@@ -5,7 +5,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use crate::helpers::{connect, spawn_app};
-use test_support::db::{every_engine, postgres_or_skip};
+use test_support::db::{every_engine, postgres_or_skip, servers_or_skip};
 use test_support::proxy::proxied;
 
 #[tokio::test]
@@ -45,11 +45,13 @@ async fn status_routes_answer_like_the_template() {
 #[tokio::test]
 async fn readiness_follows_the_database_without_a_restart() {
     // Needs a server whose connection can be cut; SQLite is a file.
-    let Some(db) = postgres_or_skip("readiness_follows_the_database_without_a_restart").await
-    else {
-        return;
-    };
-    let (proxy, url) = proxied(&db.url).await;
+    for db in servers_or_skip("readiness_follows_the_database_without_a_restart").await {
+        readiness_follows(&db.url).await;
+    }
+}
+
+async fn readiness_follows(database_url: &str) {
+    let (proxy, url) = proxied(database_url).await;
     let app = spawn_app(&url).await;
 
     assert_eq!(app.get("/status/ready").await.status(), 200);
@@ -96,17 +98,22 @@ async fn readiness_stays_ready_while_every_pooled_connection_is_busy() {
 
 #[tokio::test]
 async fn a_statement_past_the_timeout_is_cancelled_and_counts_as_unavailable() {
-    let Some(db) =
-        postgres_or_skip("a_statement_past_the_timeout_is_cancelled_and_counts_as_unavailable")
-            .await
-    else {
-        return;
-    };
-    let mut settings = billing_service::configuration::DatabaseSettings::new(&db.url);
+    let name = "a_statement_past_the_timeout_is_cancelled_and_counts_as_unavailable";
+    for db in servers_or_skip(name).await {
+        statement_timeout_is_enforced(&db.url).await;
+    }
+}
+
+async fn statement_timeout_is_enforced(url: &str) {
+    let mut settings = billing_service::configuration::DatabaseSettings::new(url);
     settings.statement_timeout = Duration::from_millis(300);
     let pool = billing_service::db::Db::connect(&settings).await.unwrap();
+    let sleep = match pool.engine {
+        billing_service::db::Engine::Mysql => "SLEEP",
+        _ => "pg_sleep",
+    };
     let started = std::time::Instant::now();
-    let error = sqlx::query("SELECT pg_sleep(5)")
+    let error = sqlx::query(sqlx::AssertSqlSafe(format!("SELECT {sleep}(5)")))
         .execute(&pool.pool)
         .await
         .unwrap_err();
@@ -123,7 +130,7 @@ async fn a_statement_past_the_timeout_is_cancelled_and_counts_as_unavailable() {
     // that runs twice the timeout is applied.
     let slow = billing_service::migrate::Scripts::new([(
         "V1__slow.sql".to_owned(),
-        "SELECT pg_sleep(0.6);".to_owned(),
+        format!("SELECT {sleep}(0.6);"),
     )])
     .unwrap();
     let applied = billing_service::migrate::Migrator::new(slow)

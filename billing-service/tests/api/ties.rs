@@ -26,7 +26,8 @@ fn event(event_type: &str, id: &str, subscription: &str, status: &str) -> Value 
 }
 
 async fn status_of(app: &TestApp, subscription: &str) -> String {
-    let row: (String,) = sqlx::query_as("SELECT status FROM subscriptions WHERE id = $1")
+    let sql = "SELECT status FROM subscriptions WHERE id = $1";
+    let row: (String,) = sqlx::query_as(billing_service::db::sql::text(app.db.engine, sql))
         .bind(subscription)
         .fetch_one(&app.db.pool)
         .await

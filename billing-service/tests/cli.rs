@@ -272,7 +272,8 @@ async fn events_can_be_listed_and_replayed_by_an_operator() {
         ] {
             let engine = match db.engine {
                 test_support::db::Engine::Mysql => billing_service::db::Engine::Mysql,
-                _ => billing_service::db::Engine::Postgres,
+                test_support::db::Engine::Postgres => billing_service::db::Engine::Postgres,
+                test_support::db::Engine::Sqlite => billing_service::db::Engine::Sqlite,
             };
             let sql = "INSERT INTO stripe_events
                            (id, type, created, livemode, payload, received_at_ms, status, attempts, last_error)

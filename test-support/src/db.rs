@@ -57,11 +57,6 @@ impl TestDb {
         Self::on_server(admin_url, Engine::Postgres).await
     }
 
-    /// The same on a MySQL or MariaDB server.
-    pub async fn mysql(admin_url: &str) -> Self {
-        Self::on_server(admin_url, Engine::Mysql).await
-    }
-
     async fn on_server(admin_url: &str, engine: Engine) -> Self {
         static COUNTER: AtomicU32 = AtomicU32::new(0);
         let nanos = SystemTime::now()
@@ -151,48 +146,63 @@ impl Drop for TestDb {
     }
 }
 
-/// The PostgreSQL server to test against: `DATABASE_URL` when it names one. Under CI, a
-/// missing or non-PostgreSQL `DATABASE_URL` is a failure, not a reason to skip.
-pub fn postgres_admin_url() -> Option<String> {
-    let url = std::env::var("DATABASE_URL")
+impl Engine {
+    /// The variable that names the engine's server for the tests, and the URL schemes it may
+    /// have; `None` for SQLite, which needs no server.
+    fn server_variable(self) -> Option<(&'static str, [&'static str; 2])> {
+        match self {
+            Self::Postgres => Some(("DATABASE_URL", ["postgres://", "postgresql://"])),
+            Self::Mysql => Some(("MYSQL_DATABASE_URL", ["mysql://", "mariadb://"])),
+            Self::Sqlite => None,
+        }
+    }
+}
+
+/// The server of `engine` to test against, when its variable names one. Under CI, a missing
+/// server is a failure, not a reason to skip.
+pub fn admin_url(engine: Engine) -> Option<String> {
+    let (variable, schemes) = engine.server_variable()?;
+    let url = std::env::var(variable)
         .ok()
-        .filter(|u| u.starts_with("postgres://") || u.starts_with("postgresql://"));
+        .filter(|u| schemes.iter().any(|s| u.starts_with(s)));
     if url.is_none() && crate::under_ci() {
-        panic!("under CI the database tests need PostgreSQL: set DATABASE_URL=postgres://...");
+        panic!(
+            "under CI the database tests need {engine}: set {variable}={}...",
+            schemes[0]
+        );
     }
     url
 }
 
-/// The MySQL or MariaDB server to test against: `MYSQL_DATABASE_URL`. Required under CI.
-pub fn mysql_admin_url() -> Option<String> {
-    let url = std::env::var("MYSQL_DATABASE_URL")
-        .ok()
-        .filter(|u| u.starts_with("mysql://") || u.starts_with("mariadb://"));
-    if url.is_none() && crate::under_ci() {
-        panic!("under CI the database tests need MariaDB: set MYSQL_DATABASE_URL=mysql://...");
-    }
-    url
+/// The PostgreSQL server to test against (`DATABASE_URL`).
+pub fn postgres_admin_url() -> Option<String> {
+    admin_url(Engine::Postgres)
 }
 
 /// One fresh database per engine available: SQLite always, PostgreSQL and MySQL when
 /// configured.
 pub async fn every_engine() -> Vec<TestDb> {
     let mut dbs = vec![TestDb::sqlite()];
-    dbs.extend(servers_or_skip("").await);
+    dbs.extend(servers().await);
+    dbs
+}
+
+/// One fresh database on each server configured.
+async fn servers() -> Vec<TestDb> {
+    let mut dbs = Vec::new();
+    for engine in [Engine::Postgres, Engine::Mysql] {
+        if let Some(admin) = admin_url(engine) {
+            dbs.push(TestDb::on_server(&admin, engine).await);
+        }
+    }
     dbs
 }
 
 /// One fresh database on each server configured (PostgreSQL, MySQL), for a test that needs a
 /// server: none (after saying so on stderr, with the test's name) when neither is, outside CI.
 pub async fn servers_or_skip(test: &str) -> Vec<TestDb> {
-    let mut dbs = Vec::new();
-    if let Some(admin) = postgres_admin_url() {
-        dbs.push(TestDb::postgres(&admin).await);
-    }
-    if let Some(admin) = mysql_admin_url() {
-        dbs.push(TestDb::mysql(&admin).await);
-    }
-    if dbs.is_empty() && !test.is_empty() {
+    let dbs = servers().await;
+    if dbs.is_empty() {
         eprintln!(
             "SKIPPED {test}: it needs a database server; set DATABASE_URL=postgres://... or MYSQL_DATABASE_URL=mysql://..."
         );
@@ -200,13 +210,16 @@ pub async fn servers_or_skip(test: &str) -> Vec<TestDb> {
     dbs
 }
 
-/// A fresh PostgreSQL database for a test that needs one, or `None` (after saying so on stderr)
-/// when `DATABASE_URL` names no PostgreSQL server outside CI.
-pub async fn postgres_or_skip(test: &str) -> Option<TestDb> {
-    match postgres_admin_url() {
-        Some(admin) => Some(TestDb::postgres(&admin).await),
+/// A fresh database on the server of `engine`, for a test about that engine, or `None` (after
+/// saying so on stderr) when none is configured, outside CI.
+pub async fn server_or_skip(engine: Engine, test: &str) -> Option<TestDb> {
+    match admin_url(engine) {
+        Some(admin) => Some(TestDb::on_server(&admin, engine).await),
         None => {
-            eprintln!("SKIPPED {test}: it needs PostgreSQL; set DATABASE_URL=postgres://...");
+            let variable = engine
+                .server_variable()
+                .map_or("", |(variable, _)| variable);
+            eprintln!("SKIPPED {test}: it needs a {engine} server; set {variable}");
             None
         }
     }

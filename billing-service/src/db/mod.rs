@@ -184,7 +184,7 @@ pub fn mysql_supported(version: &str) -> Result<(), &'static str> {
         .map(|n| n.parse::<u32>().unwrap_or(0));
     let major = numbers.next().unwrap_or(0);
     let minor = numbers.next().unwrap_or(0);
-    if version.contains("MariaDB") {
+    if is_mariadb(version) {
         if (major, minor) < (10, 6) {
             return Err("billing needs MariaDB 10.6 or newer (FOR UPDATE SKIP LOCKED)");
         }
@@ -197,46 +197,53 @@ pub fn mysql_supported(version: &str) -> Result<(), &'static str> {
 /// A MySQL session as the queries expect it. READ COMMITTED, as on PostgreSQL: the worker's
 /// locking reads then lock only the rows they claim, not the gaps between them. Strict mode
 /// whatever the server's default: a value too long for its column is an error, never silently
-/// cut (two ids cut to the same prefix would be one row). The statement timeout has a different
-/// name on each server (MariaDB counts seconds, MySQL milliseconds and only for `SELECT`), and a
-/// wait for a row lock is bounded by it too.
+/// cut (two ids cut to the same prefix would be one row). And the statement timeout, which also
+/// bounds a wait for a row lock.
 async fn mysql_session(conn: &mut AnyConnection, timeout: Duration) -> Result<(), sqlx::Error> {
-    let version: String = sqlx::query_scalar("SELECT VERSION()")
-        .fetch_one(&mut *conn)
-        .await?;
-    let timeout_statement = if version.contains("MariaDB") {
-        format!("max_statement_time = {}", timeout.as_secs_f64())
-    } else {
-        format!("max_execution_time = {}", timeout.as_millis())
-    };
-    let lock_wait = if timeout.is_zero() {
-        String::new()
-    } else {
-        format!(", innodb_lock_wait_timeout = {}", timeout.as_secs().max(1))
-    };
-    // Numbers we format ourselves: nothing from outside is spliced in.
-    conn.execute(sqlx::AssertSqlSafe(format!(
+    conn.execute(
         "SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED;
-         SET SESSION sql_mode = CONCAT_WS(',', @@SESSION.sql_mode, 'STRICT_ALL_TABLES'),
-             {timeout_statement}{lock_wait}"
-    )))
+         SET SESSION sql_mode = CONCAT_WS(',', @@SESSION.sql_mode, 'STRICT_ALL_TABLES')",
+    )
     .await?;
-    Ok(())
+    mysql_timeouts(conn, timeout, (!timeout.is_zero()).then_some(timeout)).await
 }
 
 /// Lifts the statement timeout of a MySQL session (for the migrator, whose lock wait and
 /// scripts may take as long as they take).
 pub async fn mysql_without_timeout(conn: &mut AnyConnection) -> Result<(), sqlx::Error> {
-    let mariadb: i64 =
-        sqlx::query_scalar("SELECT CASE WHEN VERSION() LIKE '%MariaDB%' THEN 1 ELSE 0 END")
-            .fetch_one(&mut *conn)
-            .await?;
-    let variable = match mariadb {
-        1 => "SET SESSION max_statement_time = 0, innodb_lock_wait_timeout = 31536000",
-        _ => "SET SESSION max_execution_time = 0, innodb_lock_wait_timeout = 31536000",
+    const A_YEAR: Duration = Duration::from_secs(365 * 24 * 3600);
+    mysql_timeouts(conn, Duration::ZERO, Some(A_YEAR)).await
+}
+
+/// Sets the statement timeout (zero: none), which has a different name on each server (MariaDB
+/// counts seconds, MySQL milliseconds and only for `SELECT`), and the longest wait for a row
+/// lock (`None`: the server's).
+async fn mysql_timeouts(
+    conn: &mut AnyConnection,
+    statement: Duration,
+    lock_wait: Option<Duration>,
+) -> Result<(), sqlx::Error> {
+    let version: String = sqlx::query_scalar("SELECT VERSION()")
+        .fetch_one(&mut *conn)
+        .await?;
+    let statement = if is_mariadb(&version) {
+        format!("max_statement_time = {}", statement.as_secs_f64())
+    } else {
+        format!("max_execution_time = {}", statement.as_millis())
     };
-    sqlx::query(variable).execute(conn).await?;
+    let lock_wait = lock_wait.map_or(String::new(), |wait| {
+        format!(", innodb_lock_wait_timeout = {}", wait.as_secs().max(1))
+    });
+    // Numbers we format ourselves: nothing from outside is spliced in.
+    conn.execute(sqlx::AssertSqlSafe(format!(
+        "SET SESSION {statement}{lock_wait}"
+    )))
+    .await?;
     Ok(())
+}
+
+fn is_mariadb(version: &str) -> bool {
+    version.contains("MariaDB")
 }
 
 /// SQLite's file is created on first start (`mode=rwc`) unless the URL says otherwise.

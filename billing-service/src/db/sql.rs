@@ -153,8 +153,9 @@ pub struct Upsert {
     key: &'static str,
     columns: &'static [(&'static str, OnConflict)],
     guard: Guard,
-    /// The statement for PostgreSQL and SQLite, then for MySQL, made on first use.
-    texts: [OnceLock<String>; 2],
+    /// The statement for PostgreSQL and SQLite, for MySQL, and MySQL's "is the key there",
+    /// made on first use.
+    texts: [OnceLock<String>; 3],
 }
 
 impl Upsert {
@@ -169,54 +170,56 @@ impl Upsert {
             key,
             columns,
             guard,
-            texts: [OnceLock::new(), OnceLock::new()],
+            texts: [OnceLock::new(), OnceLock::new(), OnceLock::new()],
         }
     }
 
-    /// The statement for `engine`, to bind the columns (and the listed flag) to.
-    pub fn query<'q>(&'static self, engine: Engine) -> Query<'q, Any, AnyArguments> {
-        let text = match engine {
-            Engine::Mysql => self.texts[1].get_or_init(|| self.mysql()),
-            _ => self.texts[0].get_or_init(|| self.on_conflict()),
-        };
-        sqlx::query(text.as_str())
-    }
-
-    /// Runs the bound [`Upsert::query`] for the row keyed `key`; returns the rows written: 1 when
-    /// the row was inserted or changed, 0 when it was left as it was.
+    /// Runs the upsert for the row keyed `key`, with the values `bind` binds (the columns in
+    /// their order, then the listed flag of [`Guard::NewerWins`]). Returns the rows written: 1
+    /// when the row was inserted or changed, 0 when it was left as it was.
     pub async fn execute<'q>(
         &'static self,
         conn: &mut AnyConnection,
         key: &str,
-        query: Query<'q, Any, AnyArguments>,
+        bind: impl FnOnce(Query<'q, Any, AnyArguments>) -> Query<'q, Any, AnyArguments>,
     ) -> Result<u64, sqlx::Error> {
-        if Engine::of_connection(conn) != Engine::Mysql {
-            return Ok(query.execute(&mut *conn).await?.rows_affected());
+        let mut existed = None;
+        if Engine::of_connection(conn) == Engine::Mysql {
+            let exists = self.texts[2]
+                .get_or_init(|| format!("SELECT 1 FROM {} WHERE {} = ?", self.table, self.key));
+            let row = sqlx::query(exists.as_str())
+                .bind(key)
+                .fetch_optional(&mut *conn)
+                .await?;
+            existed = Some(row.is_some());
         }
-        // MySQL counts an inserted row and a row found but left as it was alike (1; a changed
-        // row is 2), so whether the row was there is read first. A row inserted by someone else
-        // between the two statements can only make this count one write too many.
-        let existed = sqlx::query(self.exists_text())
-            .bind(key)
-            .fetch_optional(&mut *conn)
-            .await?
-            .is_some();
-        let affected = query.execute(&mut *conn).await?.rows_affected();
-        Ok(u64::from(if existed {
-            affected == 2
-        } else {
-            affected > 0
-        }))
+        self.execute_knowing(conn, existed, bind).await
     }
 
-    fn exists_text(&'static self) -> &'static str {
-        static TEXTS: LazyLock<Mutex<HashMap<&'static str, &'static str>>> =
-            LazyLock::new(Default::default);
-        let mut texts = TEXTS.lock().unwrap_or_else(|e| e.into_inner());
-        texts.entry(self.table).or_insert_with(|| {
-            Box::leak(
-                format!("SELECT 1 FROM {} WHERE {} = ?", self.table, self.key).into_boxed_str(),
-            )
+    /// [`Upsert::execute`] for a caller that has just read the row in its transaction and so
+    /// knows whether it exists (MySQL needs that to count; the others ignore it).
+    pub async fn execute_knowing<'q>(
+        &'static self,
+        conn: &mut AnyConnection,
+        existed: Option<bool>,
+        bind: impl FnOnce(Query<'q, Any, AnyArguments>) -> Query<'q, Any, AnyArguments>,
+    ) -> Result<u64, sqlx::Error> {
+        let mysql = Engine::of_connection(conn) == Engine::Mysql;
+        let text = match mysql {
+            true => self.texts[1].get_or_init(|| self.mysql()),
+            false => self.texts[0].get_or_init(|| self.on_conflict()),
+        };
+        let affected = bind(sqlx::query(text.as_str()))
+            .execute(&mut *conn)
+            .await?
+            .rows_affected();
+        // MySQL counts an inserted row and a row found but left as it was alike (1; a changed
+        // row is 2), hence the read before. A row inserted by someone else between the two
+        // statements can only make this count one write too many.
+        Ok(match (mysql, existed) {
+            (true, Some(true)) => u64::from(affected == 2),
+            (true, _) => u64::from(affected > 0),
+            (false, _) => affected,
         })
     }
 

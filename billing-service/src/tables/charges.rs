@@ -5,7 +5,6 @@
 use sqlx::AnyConnection;
 
 use crate::clock::now_ms;
-use crate::db::Engine;
 use crate::db::sql::{Guard, OnConflict, Upsert};
 
 /// A charge as its newest event shows it.
@@ -59,22 +58,24 @@ static APPLY: Upsert = Upsert::new(
 /// Inserts or updates the charge, unless a newer event was applied already. Returns the rows
 /// written (0 or 1).
 pub async fn apply_event(conn: &mut AnyConnection, c: &Charge<'_>) -> Result<u64, sqlx::Error> {
-    let query = APPLY
-        .query(Engine::of_connection(conn))
-        .bind(c.id)
-        .bind(c.customer_id)
-        .bind(c.amount)
-        .bind(c.amount_refunded)
-        .bind(c.currency)
-        .bind(c.status)
-        .bind(c.refunded)
-        .bind(c.failure_code)
-        .bind(c.failure_message)
-        .bind(c.invoice_id)
-        .bind(c.payment_intent_id)
-        .bind(c.stripe_created)
-        .bind(c.event_created)
-        .bind(now_ms())
-        .bind(c.listed);
-    APPLY.execute(conn, c.id, query).await
+    APPLY
+        .execute(conn, c.id, |query| {
+            query
+                .bind(c.id)
+                .bind(c.customer_id)
+                .bind(c.amount)
+                .bind(c.amount_refunded)
+                .bind(c.currency)
+                .bind(c.status)
+                .bind(c.refunded)
+                .bind(c.failure_code)
+                .bind(c.failure_message)
+                .bind(c.invoice_id)
+                .bind(c.payment_intent_id)
+                .bind(c.stripe_created)
+                .bind(c.event_created)
+                .bind(now_ms())
+                .bind(c.listed)
+        })
+        .await
 }

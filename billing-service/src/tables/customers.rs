@@ -85,6 +85,7 @@ pub async fn apply_event(
     .bind(update.stripe_customer_id)
     .fetch_optional(&mut *conn)
     .await?;
+    let existed = before.is_some();
     if let (Some(row), Some(incoming)) = (before, update.user_id) {
         let linked: Option<String> = row.try_get("user_id")?;
         let applied: i64 = row.try_get("event_created")?;
@@ -100,18 +101,20 @@ pub async fn apply_event(
         }
     }
     let now = now_ms();
-    let query = APPLY
-        .query(engine)
-        .bind(update.stripe_customer_id)
-        .bind(update.user_id)
-        .bind(update.email)
-        .bind(update.name)
-        .bind(update.deleted)
-        .bind(update.event_created)
-        .bind(now)
-        .bind(now)
-        .bind(update.listed);
-    APPLY.execute(conn, update.stripe_customer_id, query).await
+    APPLY
+        .execute_knowing(conn, Some(existed), |query| {
+            query
+                .bind(update.stripe_customer_id)
+                .bind(update.user_id)
+                .bind(update.email)
+                .bind(update.name)
+                .bind(update.deleted)
+                .bind(update.event_created)
+                .bind(now)
+                .bind(now)
+                .bind(update.listed)
+        })
+        .await
 }
 
 /// Records the customer, and that `user_id` owns it if it has no user yet (checkout, before or
@@ -123,15 +126,16 @@ pub async fn link(
     email: Option<&str>,
 ) -> Result<(), sqlx::Error> {
     let now = now_ms();
-    let query = LINK
-        .query(Engine::of_connection(conn))
-        .bind(stripe_customer_id)
-        .bind(user_id)
-        .bind(email)
-        .bind(0_i64)
-        .bind(now)
-        .bind(now);
-    LINK.execute(conn, stripe_customer_id, query).await?;
+    LINK.execute(conn, stripe_customer_id, |query| {
+        query
+            .bind(stripe_customer_id)
+            .bind(user_id)
+            .bind(email)
+            .bind(0_i64)
+            .bind(now)
+            .bind(now)
+    })
+    .await?;
     Ok(())
 }
 

@@ -124,14 +124,14 @@ const MYSQL_INSERT_ATTEMPTS: usize = 5;
 /// `INSERT` is all or nothing, so if another writer stored one of those ids in between (its
 /// delivery raced this one), the duplicate key refuses it and both steps run again.
 async fn insert_mysql(db: &Db, events: &[NewEvent<'_>]) -> Result<HashSet<String>, sqlx::Error> {
+    let stored_sql = format!(
+        "SELECT id FROM stripe_events WHERE id IN ({})",
+        sql::placeholders(Engine::Mysql, 1, events.len())
+    );
     let mut attempt = 1;
     loop {
-        let sql = format!(
-            "SELECT id FROM stripe_events WHERE id IN ({})",
-            sql::placeholders(Engine::Mysql, 1, events.len())
-        );
         // Only placeholders are generated.
-        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).persistent(false);
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(stored_sql.clone())).persistent(false);
         for event in events {
             query = query.bind(event.id);
         }

@@ -6,7 +6,6 @@
 use sqlx::AnyConnection;
 
 use crate::clock::now_ms;
-use crate::db::Engine;
 use crate::db::sql::{Guard, OnConflict, Upsert};
 
 #[derive(Debug, Clone)]
@@ -45,15 +44,17 @@ static APPLY: Upsert = Upsert::new(
 /// Inserts or updates the schedule, unless a newer event was applied already. Returns the rows
 /// written (0 or 1).
 pub async fn apply_event(conn: &mut AnyConnection, s: &Schedule<'_>) -> Result<u64, sqlx::Error> {
-    let query = APPLY
-        .query(Engine::of_connection(conn))
-        .bind(s.id)
-        .bind(s.customer_id)
-        .bind(s.subscription_id)
-        .bind(s.status)
-        .bind(s.phases)
-        .bind(s.event_created)
-        .bind(now_ms())
-        .bind(s.listed);
-    APPLY.execute(conn, s.id, query).await
+    APPLY
+        .execute(conn, s.id, |query| {
+            query
+                .bind(s.id)
+                .bind(s.customer_id)
+                .bind(s.subscription_id)
+                .bind(s.status)
+                .bind(s.phases)
+                .bind(s.event_created)
+                .bind(now_ms())
+                .bind(s.listed)
+        })
+        .await
 }

@@ -100,21 +100,23 @@ pub async fn apply_event(
     s: &SubscriptionUpdate<'_>,
 ) -> Result<u64, sqlx::Error> {
     let now = now_ms();
-    let query = APPLY
-        .query(Engine::of_connection(conn))
-        .bind(s.id)
-        .bind(s.customer_id)
-        .bind(s.user_id)
-        .bind(s.status)
-        .bind(s.price_id)
-        .bind(s.current_period_end)
-        .bind(s.cancel_at_period_end)
-        .bind(s.latest_invoice_id)
-        .bind(s.event_created)
-        .bind(now)
-        .bind(now)
-        .bind(s.listed);
-    APPLY.execute(conn, s.id, query).await
+    APPLY
+        .execute(conn, s.id, |query| {
+            query
+                .bind(s.id)
+                .bind(s.customer_id)
+                .bind(s.user_id)
+                .bind(s.status)
+                .bind(s.price_id)
+                .bind(s.current_period_end)
+                .bind(s.cancel_at_period_end)
+                .bind(s.latest_invoice_id)
+                .bind(s.event_created)
+                .bind(now)
+                .bind(now)
+                .bind(s.listed)
+        })
+        .await
 }
 
 /// The `created` of the newest subscription event applied to the row (0 for a placeholder).
@@ -140,16 +142,18 @@ pub async fn ensure_exists(
     user_id: Option<&str>,
 ) -> Result<(), sqlx::Error> {
     let now = now_ms();
-    let query = ENSURE
-        .query(Engine::of_connection(conn))
-        .bind(id)
-        .bind(customer_id)
-        .bind(user_id)
-        .bind("incomplete")
-        .bind(0_i64)
-        .bind(now)
-        .bind(now);
-    ENSURE.execute(conn, id, query).await?;
+    ENSURE
+        .execute(conn, id, |query| {
+            query
+                .bind(id)
+                .bind(customer_id)
+                .bind(user_id)
+                .bind("incomplete")
+                .bind(0_i64)
+                .bind(now)
+                .bind(now)
+        })
+        .await?;
     Ok(())
 }
 

@@ -89,19 +89,21 @@ static START: Upsert = Upsert::new(
 /// Starts the sync of `kind` from its first page, forgetting any earlier cursor.
 pub async fn start(conn: &mut AnyConnection, kind: &str, since: i64) -> Result<(), sqlx::Error> {
     let now = now_ms();
-    let query = START
-        .query(Engine::of_connection(conn))
-        .bind(kind)
-        .bind(since)
-        .bind(None::<String>)
-        .bind(0_i64)
-        .bind(0_i64)
-        .bind(0_i64)
-        .bind(0_i64)
-        .bind(now)
-        .bind(None::<i64>)
-        .bind(now);
-    START.execute(conn, kind, query).await?;
+    START
+        .execute(conn, kind, |query| {
+            query
+                .bind(kind)
+                .bind(since)
+                .bind(None::<String>)
+                .bind(0_i64)
+                .bind(0_i64)
+                .bind(0_i64)
+                .bind(0_i64)
+                .bind(now)
+                .bind(None::<i64>)
+                .bind(now)
+        })
+        .await?;
     Ok(())
 }
 

@@ -5,7 +5,7 @@
 
 use billing_service::configuration::DatabaseSettings;
 use billing_service::db::{ConnectError, Db};
-use test_support::db::postgres_or_skip;
+use test_support::db::{Engine, server_or_skip};
 
 async fn connect(
     url: &str,
@@ -40,7 +40,11 @@ async fn encrypted(db: &Db) -> bool {
 
 #[tokio::test]
 async fn database_tls_is_used_and_verified_as_configured() {
-    let Some(test_db) = postgres_or_skip("database_tls_is_used_and_verified_as_configured").await
+    let Some(test_db) = server_or_skip(
+        Engine::Postgres,
+        "database_tls_is_used_and_verified_as_configured",
+    )
+    .await
     else {
         return;
     };

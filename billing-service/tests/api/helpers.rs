@@ -22,6 +22,17 @@ pub async fn connect(url: &str) -> Db {
         .expect("connect")
 }
 
+/// [`connect`], with the embedded migrations applied.
+pub async fn connect_migrated(url: &str) -> Db {
+    let db = connect(url).await;
+    billing_service::migrate::Migrator::embedded(db.engine)
+        .expect("the embedded migrations")
+        .migrate(&db, false)
+        .await
+        .expect("migrate");
+    db
+}
+
 pub fn test_settings(db_url: &str) -> Settings {
     let db_url = db_url.to_owned();
     let env = move |key: &str| -> Option<String> {

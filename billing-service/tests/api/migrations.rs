@@ -5,9 +5,9 @@ use billing_service::configuration::DatabaseSettings;
 use billing_service::db::{Db, Engine};
 use billing_service::migrate::{MigrateError, Migrator, Scripts, Step};
 use sqlx::Row;
-use test_support::db::{every_engine, servers_or_skip};
+use test_support::db::{every_engine, server_or_skip, servers_or_skip};
 
-use crate::helpers::connect;
+use crate::helpers::{connect, connect_migrated};
 
 fn scripts(files: &[(&str, &str)]) -> Scripts {
     Scripts::new(files.iter().map(|(n, s)| (n.to_string(), s.to_string()))).unwrap()
@@ -263,16 +263,9 @@ async fn four_migrators_at_once(url: &str) {
 /// not cut (two long ids cut alike would be one row), whatever the server's own SQL mode.
 #[tokio::test]
 async fn mysql_refuses_a_value_too_long_instead_of_cutting_it() {
-    for test_db in servers_or_skip("mysql_refuses_a_value_too_long").await {
-        if test_db.engine != test_support::db::Engine::Mysql {
-            continue;
-        }
-        let db = connect(&test_db.url).await;
-        Migrator::embedded(db.engine)
-            .unwrap()
-            .migrate(&db, false)
-            .await
-            .unwrap();
+    let name = "mysql_refuses_a_value_too_long_instead_of_cutting_it";
+    if let Some(test_db) = server_or_skip(test_support::db::Engine::Mysql, name).await {
+        let db = connect_migrated(&test_db.url).await;
         let id = "cus_".to_owned() + &"x".repeat(300);
         let mut conn = db.pool.acquire().await.unwrap();
         let stored = billing_service::tables::customers::link(&mut conn, &id, None, None).await;

@@ -5,7 +5,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use crate::helpers::{connect, spawn_app};
-use test_support::db::{every_engine, postgres_or_skip, servers_or_skip};
+use test_support::db::{Engine, every_engine, server_or_skip, servers_or_skip};
 use test_support::proxy::proxied;
 
 #[tokio::test]
@@ -164,7 +164,8 @@ async fn database_connections_disable_nagle() {
     use std::os::fd::BorrowedFd;
 
     // SQLite has no socket.
-    let Some(db) = postgres_or_skip("database_connections_disable_nagle").await else {
+    let Some(db) = server_or_skip(Engine::Postgres, "database_connections_disable_nagle").await
+    else {
         return;
     };
     let pool = connect(&db.url).await;

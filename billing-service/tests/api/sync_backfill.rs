@@ -11,7 +11,6 @@ use billing_service::clock::unix_now;
 use billing_service::configuration::StripeApiSettings;
 use billing_service::db::Db;
 use billing_service::metrics::Metrics;
-use billing_service::migrate::Migrator;
 use billing_service::stripe_reader::StripeReader;
 use billing_service::sync::backfill::{self, Kind, KindSummary, Progress, SyncError};
 use billing_service::tables::sync_cursors::{self, Tally};
@@ -27,7 +26,7 @@ use test_support::db::{TestDb, every_engine};
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
-use crate::helpers::{connect, spawn_app_with, stripe_reader, test_settings};
+use crate::helpers::{connect_migrated, spawn_app_with, stripe_reader, test_settings};
 
 /// Objects' own `created`: long before the sync reads them.
 const BASE: i64 = 1_780_000_000;
@@ -126,16 +125,6 @@ async fn fingerprint(db: &Db) -> Vec<String> {
     all
 }
 
-async fn migrated(db: &TestDb) -> Db {
-    let pool = connect(&db.url).await;
-    Migrator::embedded(pool.engine)
-        .unwrap()
-        .migrate(&pool, false)
-        .await
-        .unwrap();
-    pool
-}
-
 async fn scalar(db: &Db, sql: &str) -> i64 {
     sqlx::query_scalar(sqlx::AssertSqlSafe(sql.to_owned()))
         .fetch_one(&db.pool)
@@ -188,7 +177,7 @@ async fn ten_thousand_customers_and_subscriptions_are_synced_once_and_a_second_r
         };
         let stripe = StripeDouble::start().await;
         seed(&stripe, n as usize);
-        let pool = migrated(&db).await;
+        let pool = connect_migrated(&db.url).await;
         let stripe_api = reader(&stripe);
         let ties = TieResolver::new(Arc::clone(&stripe_api), Metrics::default());
         // Stripe limits the rate a third of the way through the subscriptions.
@@ -332,7 +321,7 @@ async fn an_interrupted_sync_resumes_after_the_last_page_it_wrote() {
     for db in every_engine().await {
         let stripe = StripeDouble::start().await;
         seed(&stripe, 2_000);
-        let pool = migrated(&db).await;
+        let pool = connect_migrated(&db.url).await;
         let stripe_api = reader(&stripe);
         // A refusal (not retried) ends the sync while page 8 is written.
         let interrupt = FaultAfter {
@@ -496,7 +485,7 @@ async fn a_webhook_newer_than_the_sync_s_read_stays_and_an_older_one_changes_not
 async fn objects_that_cannot_be_read_are_skipped_and_a_refusal_ends_the_sync() {
     let stripe = StripeDouble::start().await;
     let db = TestDb::sqlite();
-    let pool = migrated(&db).await;
+    let pool = connect_migrated(&db.url).await;
     let mut broken = object("customer.subscription.created", 1, |_| {});
     broken.as_object_mut().unwrap().remove("customer");
     stripe.insert_many(
@@ -537,7 +526,7 @@ async fn objects_that_cannot_be_read_are_skipped_and_a_refusal_ends_the_sync() {
 #[tokio::test]
 async fn a_list_that_does_not_advance_ends_the_sync_instead_of_looping() {
     let db = TestDb::sqlite();
-    let pool = migrated(&db).await;
+    let pool = connect_migrated(&db.url).await;
     let server = MockServer::start().await;
     let customer = object("customer.created", 1, |_| {});
     Mock::given(method("GET"))

@@ -144,6 +144,11 @@ pub struct MigrateArgs {
 
 pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command.unwrap_or(Command::Serve) {
+        // The Lambda runtime starts the binary without arguments.
+        Command::Serve if crate::lambda::requested(&process_env) => {
+            crate::lambda::run().await?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Serve => serve().await,
         Command::Migrate(args) => migrate(args).await,
         Command::Events(command) => events(command).await,

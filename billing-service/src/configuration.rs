@@ -141,6 +141,9 @@ pub struct DatabaseSettings {
     /// The longest a statement may run on PostgreSQL (`statement_timeout`); zero for no limit.
     /// A stuck query then fails and frees its connection instead of holding it for ever.
     pub statement_timeout: Duration,
+    /// The pool's size; the engine's default when `None`. Lambda sets it low: every instance
+    /// holds its own pool, and hundreds of instances must not exhaust the database.
+    pub max_connections: Option<u32>,
 }
 
 impl fmt::Debug for DatabaseSettings {
@@ -149,6 +152,7 @@ impl fmt::Debug for DatabaseSettings {
             .field("url", &self.display_target())
             .field("connect_retry", &self.connect_retry)
             .field("statement_timeout", &self.statement_timeout)
+            .field("max_connections", &self.max_connections)
             .finish()
     }
 }
@@ -159,6 +163,7 @@ impl DatabaseSettings {
             url: SecretString::from(url.into()),
             connect_retry: Duration::from_secs(10),
             statement_timeout: DEFAULT_STATEMENT_TIMEOUT,
+            max_connections: None,
         }
     }
 
@@ -336,6 +341,7 @@ impl DatabaseSettings {
             url: SecretString::from(url),
             connect_retry,
             statement_timeout: Duration::from_secs(statement_timeout_secs),
+            max_connections: None,
         }
     }
 }

@@ -45,6 +45,10 @@ pub enum ApiError {
     /// The database is not answering; the client should retry (Stripe does, for webhooks).
     #[error("the database is unavailable")]
     Unavailable(#[source] anyhow::Error),
+    /// Lambda mode: the webhook's event is stored, but this attempt at processing it failed
+    /// (logged by the worker, with the handler's error). 500, so that Stripe delivers it again.
+    #[error("{}", processing_failed_message(*parked))]
+    ProcessingFailed { parked: bool },
     /// A bug or a broken invariant on our side (a query the database refused, say): logged with
     /// its cause, answered with no detail.
     #[error("internal error")]
@@ -76,6 +80,19 @@ impl ApiError {
             Self::Stripe(_) => (StatusCode::BAD_GATEWAY, "stripe_unavailable"),
             Self::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "database_unavailable"),
             Self::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+            Self::ProcessingFailed { .. } => {
+                (StatusCode::INTERNAL_SERVER_ERROR, "processing_failed")
+            }
+        }
+    }
+}
+
+fn processing_failed_message(parked: bool) -> &'static str {
+    match parked {
+        false => "the event is stored, but processing it failed; it will be retried",
+        true => {
+            "the event is stored, but processing it failed for good: it is parked as failed \
+             (billing-service events list --status failed)"
         }
     }
 }
@@ -171,6 +188,16 @@ pub fn body_failure(error: &(dyn std::error::Error + 'static)) -> BodyFailure {
     BodyFailure::Broken
 }
 
+/// `text` cut to at most `max` bytes, at a character boundary.
+pub fn truncated(mut text: String, max: usize) -> String {
+    let mut end = text.len().min(max);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text.truncate(end);
+    text
+}
+
 /// Formats an error with its whole `source()` chain, for logs.
 pub fn chain(e: &dyn std::error::Error) -> String {
     let mut out = e.to_string();
@@ -190,6 +217,8 @@ impl IntoResponse for ApiError {
         match self {
             // Load, not a fault: counted by the request log, not reported as an error each time.
             Self::Overloaded => tracing::debug!(code, "request shed"),
+            // The worker logged the attempt's failure with its cause.
+            Self::ProcessingFailed { .. } => {}
             _ if status.is_server_error() => {
                 tracing::error!(error = %chain(&self), code, "request failed");
             }

@@ -17,6 +17,7 @@
 //! - [`products`]: the catalog's prices from Stripe, cached.
 //! - [`auth`]: who the user is: a verified JWT, or the auth proxy's headers (`AUTH_MODE`).
 //! - [`error`]: the API's one error type and its JSON body.
+//! - [`lambda`]: the same service as an AWS Lambda function (`AWS_LAMBDA_RUNTIME_API`).
 //! - [`metrics`]: Prometheus counters behind `GET /metrics`.
 //! - [`clock`]: now, in seconds and milliseconds.
 //! - [`cli`]: the `billing-service` commands.
@@ -31,6 +32,7 @@ pub mod clock;
 pub mod configuration;
 pub mod db;
 pub mod error;
+pub mod lambda;
 pub mod metrics;
 pub mod migrate;
 pub mod portal;

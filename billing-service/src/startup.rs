@@ -66,46 +66,10 @@ impl Application {
             .context("applying database migrations")?;
         let address = std::net::SocketAddr::new(settings.http.host, settings.http.port);
         let listener = listen(address).with_context(|| format!("binding {address}"))?;
-        let auth = Arc::new(Authenticator::new(&settings.auth).context("setting up AUTH_MODE")?);
-        let mut stripe_config = StripeConfig::new(settings.stripe.api_secret_key.clone());
-        stripe_config.api_base = settings.stripe.api_base.to_string();
-        stripe_config.timeout = settings.stripe.timeout;
-        let stripe = StripeClient::new(&stripe_config).context("setting up the Stripe client")?;
-        let products = Arc::new(Products::new(
-            settings.stripe.catalog.clone(),
-            settings.stripe.products_cache,
-        ));
-        let metrics = Metrics::default();
-        let wake_worker = Arc::new(Notify::new());
-        let webhook_batcher = Batcher::start(db.clone());
-        let reader = StripeReader::new(&StripeApiSettings {
-            api_secret_key: settings.stripe.api_secret_key.clone(),
-            api_base: settings.stripe.api_base.clone(),
-            timeout: settings.stripe.timeout,
-        })
-        .context("setting up the Stripe reader")?;
-        let worker = Worker::new(
-            db.clone(),
-            handlers,
-            settings.worker.clone(),
-            metrics.clone(),
-            wake_worker.clone(),
-        )
-        .resolving_ties_with(TieResolver::new(Arc::new(reader), metrics.clone()));
+        let (state, worker) = assemble(db, settings, handlers, Mode::Server)?;
         Ok(Self {
             listener,
-            state: AppState {
-                db,
-                settings: Arc::new(settings),
-                metrics,
-                stripe,
-                products,
-                wake_worker,
-                webhook_batcher,
-                worker_health: WorkerHealth::default(),
-                auth,
-                webhook_bodies: BodyBudget::default(),
-            },
+            state,
             worker,
         })
     }
@@ -137,6 +101,71 @@ impl Application {
         .await;
         let _ = worker.await;
     }
+}
+
+/// Where the application runs, which decides how webhook events are processed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// A long-running server: deliveries are stored in batches and the background worker
+    /// processes them.
+    Server,
+    /// AWS Lambda (the `lambda` module): the process is frozen after each response, so nothing may
+    /// be left to a background task. Each delivery is stored alone and processed before it is
+    /// answered.
+    Lambda,
+}
+
+/// Everything a request handler reaches, and the worker that processes stored events, on a
+/// connected and migrated database.
+pub fn assemble(
+    db: Db,
+    settings: Settings,
+    handlers: Handlers,
+    mode: Mode,
+) -> anyhow::Result<(AppState, Worker)> {
+    let auth = Arc::new(Authenticator::new(&settings.auth).context("setting up AUTH_MODE")?);
+    let mut stripe_config = StripeConfig::new(settings.stripe.api_secret_key.clone());
+    stripe_config.api_base = settings.stripe.api_base.to_string();
+    stripe_config.timeout = settings.stripe.timeout;
+    let stripe = StripeClient::new(&stripe_config).context("setting up the Stripe client")?;
+    let products = Arc::new(Products::new(
+        settings.stripe.catalog.clone(),
+        settings.stripe.products_cache,
+    ));
+    let metrics = Metrics::default();
+    let wake_worker = Arc::new(Notify::new());
+    let reader = StripeReader::new(&StripeApiSettings {
+        api_secret_key: settings.stripe.api_secret_key.clone(),
+        api_base: settings.stripe.api_base.clone(),
+        timeout: settings.stripe.timeout,
+    })
+    .context("setting up the Stripe reader")?;
+    let worker = Worker::new(
+        db.clone(),
+        handlers,
+        settings.worker.clone(),
+        metrics.clone(),
+        wake_worker.clone(),
+    )
+    .resolving_ties_with(TieResolver::new(Arc::new(reader), metrics.clone()));
+    let (webhook_batcher, inline_worker) = match mode {
+        Mode::Server => (Batcher::start(db.clone()), None),
+        Mode::Lambda => (Batcher::direct(db.clone()), Some(worker.clone())),
+    };
+    let state = AppState {
+        db,
+        settings: Arc::new(settings),
+        metrics,
+        stripe,
+        products,
+        wake_worker,
+        webhook_batcher,
+        worker_health: WorkerHealth::default(),
+        auth,
+        webhook_bodies: BodyBudget::default(),
+        inline_worker,
+    };
+    Ok((state, worker))
 }
 
 /// A listening socket with a backlog for bursts: with the usual 1,024, a burst of new

@@ -14,7 +14,7 @@ use crate::metrics::Metrics;
 use crate::products::Products;
 use crate::webhook::batch::Batcher;
 use crate::webhook::receive::BodyBudget;
-use crate::webhook::worker::WorkerHealth;
+use crate::webhook::worker::{Worker, WorkerHealth};
 
 #[derive(Clone)]
 pub struct AppState {
@@ -33,6 +33,9 @@ pub struct AppState {
     pub auth: Arc<Authenticator>,
     /// Memory for webhook bodies being read.
     pub webhook_bodies: BodyBudget,
+    /// In Lambda mode, the worker the webhook route processes each stored event with before
+    /// answering (no background worker runs there); `None` on a server.
+    pub inline_worker: Option<Worker>,
 }
 
 impl FromRef<AppState> for Arc<Authenticator> {

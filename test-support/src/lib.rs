@@ -7,11 +7,16 @@
 //! - [`proxy`]: a TCP proxy in front of PostgreSQL that a test cuts and restores.
 //! - [`process`]: a service binary as a process: started with a clean environment, its port
 //!   read from its log, its log kept for assertion messages, killed when dropped.
+//! - [`jwt`]: signing keys, tokens and their JWK set, for `AUTH_MODE=jwt`.
+//! - [`lambda`]: a stand-in for the Lambda Runtime API (and the secrets extension), and the events
+//!   API Gateway, EventBridge and CloudFormation send.
 //! - [`fuzz_corpus`]: the kept fuzzing corpus, replayed by the parsers' tests.
 //!
 //! Nothing here reaches beyond 127.0.0.1.
 
 pub mod db;
+pub mod jwt;
+pub mod lambda;
 pub mod process;
 pub mod proxy;
 

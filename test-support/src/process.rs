@@ -46,6 +46,28 @@ impl Launch<'_> {
 impl Process {
     /// Starts the program and waits until it logs that it listens.
     pub async fn start(launch: Launch<'_>) -> Self {
+        let program = launch.program.clone();
+        let (mut process, port_rx) = Self::launch(launch);
+        match tokio::time::timeout(START_TIMEOUT, port_rx).await {
+            Ok(Ok(port)) => process.port = port,
+            // The reader stopped (the process exited) or the time ran out.
+            _ => panic!(
+                "{} did not start listening; its log:\n{}",
+                program.display(),
+                process.logs()
+            ),
+        }
+        process
+    }
+
+    /// Starts the program without waiting for anything (a Lambda function listens on no port:
+    /// it calls the Runtime API).
+    pub fn spawn(launch: Launch<'_>) -> Self {
+        Self::launch(launch).0
+    }
+
+    /// The process, and the port its `listening` line will name.
+    fn launch(launch: Launch<'_>) -> (Self, tokio::sync::oneshot::Receiver<u16>) {
         let mut command = Command::new(&launch.program);
         command
             .env_clear()
@@ -76,22 +98,13 @@ impl Process {
                 kept.push_back(line);
             }
         });
-        let mut process = Self {
+        let process = Self {
             child,
             port: 0,
             logs,
             reader: Some(reader),
         };
-        match tokio::time::timeout(START_TIMEOUT, port_rx).await {
-            Ok(Ok(port)) => process.port = port,
-            // The reader stopped (the process exited) or the time ran out.
-            _ => panic!(
-                "{} did not start listening; its log:\n{}",
-                launch.program.display(),
-                process.logs()
-            ),
-        }
-        process
+        (process, port_rx)
     }
 
     pub fn pid(&self) -> u32 {

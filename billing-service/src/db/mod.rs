@@ -91,10 +91,10 @@ impl Db {
         let statement_timeout = settings.statement_timeout;
         let statement_timeout_ms = statement_timeout.as_millis();
         let options = AnyPoolOptions::new()
-            .max_connections(match engine {
+            .max_connections(settings.max_connections.unwrap_or(match engine {
                 Engine::Postgres | Engine::Mysql => 10,
                 Engine::Sqlite => 4,
-            })
+            }))
             // Short, so that readiness reports a dead database quickly instead of hanging.
             .acquire_timeout(Duration::from_secs(3))
             .after_connect(move |conn, _| {

@@ -24,7 +24,8 @@ pub fn routes() -> Routes {
 /// access, so that a database outage does not make Kubernetes restart every pod; but a stopped
 /// worker does, since the pod would go on acknowledging events nobody processes.
 async fn alive(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
-    if state.worker_health.is_running() {
+    // In Lambda no worker runs in the background: each request processes its own event.
+    if state.worker_health.is_running() || state.inline_worker.is_some() {
         (StatusCode::OK, Json(json!({ "alive": "OK" })))
     } else {
         (

@@ -1,7 +1,8 @@
 //! `POST /webhook/stripe`: HTTP around [`accept_delivery`]. Refuses what cannot be a delivery
 //! before reading the body (no well-formed `Stripe-Signature`, a declared length over the limit,
 //! no room in the [`BodyBudget`]), reads the raw body, answers 2xx only once the event is stored,
-//! counts every result, and maps each refusal to its status and code.
+//! counts every result, and maps each refusal to its status and code. In Lambda mode it also
+//! processes the stored event before answering.
 
 use axum::Json;
 use axum::body::Body;
@@ -19,6 +20,7 @@ use crate::tables::events::Stored;
 use crate::webhook::batch::BatchError;
 use crate::webhook::envelope::Envelope;
 use crate::webhook::receive::{DeliveryError, MAX_BODY_BYTES, accept_delivery};
+use crate::webhook::worker::{Attempt, Worker, WorkerError};
 
 pub fn routes() -> Routes {
     Routes::default().route(Method::POST, "/webhook/stripe", receive)
@@ -68,11 +70,15 @@ async fn receive(
             }
             note_api_version(&state, &envelope);
             tracing::info!(event_id = envelope.id.as_str(), event_type = %envelope.event_type, duplicate, "webhook accepted");
-            Ok(Json(json!({
+            let mut answer = json!({
                 "received": true,
                 "id": envelope.id.as_str(),
                 "duplicate": duplicate,
-            })))
+            });
+            if let Some(worker) = &state.inline_worker {
+                answer["outcome"] = process_now(worker, envelope.id.as_str()).await?.into();
+            }
+            Ok(Json(answer))
         }
         Err(e) => {
             state.metrics.received(e.metric());
@@ -88,6 +94,23 @@ async fn receive(
             }
             Err(error)
         }
+    }
+}
+
+/// Lambda mode: the stored event is processed before the answer, because nothing runs once the
+/// response is sent. A failed attempt is answered 500, so that Stripe delivers it again (and the
+/// scheduled run retries it too); the event is stored either way. A duplicate delivery of an
+/// event still pending (a failed attempt's retry) is processed the same way.
+async fn process_now(worker: &Worker, id: &str) -> Result<&'static str, ApiError> {
+    match worker.execute_now(id).await {
+        Ok(Some(Attempt::Processed)) => Ok("processed"),
+        Ok(Some(Attempt::Ignored)) => Ok("ignored"),
+        // Processed or parked before, or another invocation holds it now.
+        Ok(None) => Ok("not_pending"),
+        Ok(Some(Attempt::WillRetry)) => Err(ApiError::ProcessingFailed { parked: false }),
+        Ok(Some(Attempt::Parked)) => Err(ApiError::ProcessingFailed { parked: true }),
+        Err(WorkerError::Database(e)) => Err(e.into()),
+        Err(e) => Err(ApiError::Internal(e.into())),
     }
 }
 

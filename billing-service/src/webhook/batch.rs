@@ -91,10 +91,20 @@ impl Delivery {
 
 /// The handle deliveries are stored through; cheap to clone. The task behind it stops when the
 /// last handle is dropped, after answering what it already took.
-#[derive(Clone, Debug)]
-pub struct Batcher {
-    sender: mpsc::Sender<Delivery>,
-    slot_wait: Duration,
+#[derive(Clone)]
+pub struct Batcher(Store);
+
+#[derive(Clone)]
+enum Store {
+    /// Through the batching task.
+    Batched {
+        sender: mpsc::Sender<Delivery>,
+        slot_wait: Duration,
+    },
+    /// One insert per delivery, in the caller's task: for Lambda, which freezes the process
+    /// after each response (no task may be left to run) and hands an instance one request at a
+    /// time (there is nothing to batch).
+    Direct(Db),
 }
 
 impl Batcher {
@@ -114,18 +124,34 @@ impl Batcher {
         let (sender, receiver) = mpsc::channel(settings.queue);
         let slot_wait = settings.slot_wait;
         tokio::spawn(gather(db, settings, receiver));
-        Self { sender, slot_wait }
+        Self(Store::Batched { sender, slot_wait })
+    }
+
+    /// Stores each delivery with an insert of its own, without a task.
+    pub fn direct(db: Db) -> Self {
+        Self(Store::Direct(db))
     }
 
     /// Stores one delivery with others; resolves once its batch has committed.
     pub async fn store(&self, envelope: Envelope, payload: String) -> StoreResult {
+        let (sender, slot_wait) = match &self.0 {
+            Store::Batched { sender, slot_wait } => (sender, *slot_wait),
+            Store::Direct(db) => {
+                let row = envelope.as_new_event(&payload);
+                return match events::insert(db, &[row]).await {
+                    Ok(new) if new.contains(envelope.id.as_str()) => Ok(Stored::New),
+                    Ok(_) => Ok(Stored::Duplicate),
+                    Err(e) => Err(BatchError::Database(Arc::new(e))),
+                };
+            }
+        };
         let (reply, answer) = oneshot::channel();
         let delivery = Delivery {
             envelope,
             payload,
             reply,
         };
-        match tokio::time::timeout(self.slot_wait, self.sender.send(delivery)).await {
+        match tokio::time::timeout(slot_wait, sender.send(delivery)).await {
             Ok(Ok(())) => {}
             Ok(Err(_)) => return Err(BatchError::Closed),
             Err(_) => return Err(BatchError::Busy),

@@ -28,7 +28,7 @@ use super::handlers::{Event, HandlerError, Handlers, TieResolver};
 use crate::clock::now_ms;
 use crate::configuration::WorkerSettings;
 use crate::db::{self, Db, Engine};
-use crate::error::chain;
+use crate::error::{chain, truncated};
 use crate::metrics::Metrics;
 use crate::tables::events::{self, AfterFailure, Claimed, EventStatus};
 
@@ -60,7 +60,28 @@ enum Outcome {
     Failed { error: String },
 }
 
+/// What one attempt at an event came to, as the webhook route answers it in Lambda mode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Attempt {
+    Processed,
+    /// No handler takes its type.
+    Ignored,
+    /// Failed; due again after a backoff.
+    WillRetry,
+    /// Failed for good (`failed`, with its error): invalid, or out of attempts.
+    Parked,
+}
+
 impl Outcome {
+    fn attempt(&self) -> Attempt {
+        match self {
+            Self::Processed => Attempt::Processed,
+            Self::Ignored => Attempt::Ignored,
+            Self::Retry { .. } => Attempt::WillRetry,
+            Self::Failed { .. } => Attempt::Parked,
+        }
+    }
+
     /// The `outcome` label of `billing_webhook_events_processed_total`.
     fn label(&self) -> &'static str {
         match self {
@@ -134,15 +155,9 @@ impl Drop for RunningGuard {
 /// Longest error text kept on a row.
 const MAX_ERROR_LEN: usize = 2000;
 
-/// `text` cut to [`MAX_ERROR_LEN`] at a character boundary (it can quote the event, in any
-/// script).
-fn truncate(mut text: String) -> String {
-    let mut end = text.len().min(MAX_ERROR_LEN);
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    text.truncate(end);
-    text
+/// `text` cut to [`MAX_ERROR_LEN`] (it can quote the event, in any script).
+fn truncate(text: String) -> String {
+    truncated(text, MAX_ERROR_LEN)
 }
 
 impl Worker {
@@ -180,7 +195,7 @@ impl Worker {
         let mut tx = self.begin().await?;
         let claimed = events::claim(&mut tx, self.settings.batch_size).await?;
         match self.finish(tx, &claimed).await {
-            Ok(()) => Ok(claimed.len()),
+            Ok(_) => Ok(claimed.len()),
             Err(WorkerError::Database(e)) if db::is_unavailable(&e) => Err(e.into()),
             Err(error) => {
                 tracing::error!(error = %chain(&error), events = claimed.len(), "a webhook batch failed; running its events one by one");
@@ -212,27 +227,50 @@ impl Worker {
         event: &Claimed,
         batch_error: &WorkerError,
     ) -> Result<(), WorkerError> {
+        self.execute_alone(&event.id, Some(batch_error)).await?;
+        Ok(())
+    }
+
+    /// Claims one stored event by id and runs its handlers now, in a transaction of its own.
+    /// For the webhook route in Lambda mode, where nothing runs after the response: the
+    /// delivery is answered with what this attempt came to. `None` when the event is not
+    /// pending (already processed, parked, or held by another worker right now).
+    pub async fn execute_now(&self, id: &str) -> Result<Option<Attempt>, WorkerError> {
+        self.execute_alone(id, None).await
+    }
+
+    /// Runs one pending event alone; if its transaction fails other than by an outage, the
+    /// attempt is counted anyway, with the error (and the batch's, when it ran again after its
+    /// batch failed).
+    async fn execute_alone(
+        &self,
+        id: &str,
+        batch_error: Option<&WorkerError>,
+    ) -> Result<Option<Attempt>, WorkerError> {
         let mut tx = self.begin().await?;
-        let Some(claimed) = events::claim_one(&mut tx, &event.id).await? else {
-            return Ok(()); // done meanwhile, or another worker has it
+        let Some(claimed) = events::claim_one(&mut tx, id).await? else {
+            return Ok(None); // done meanwhile, or another worker has it
         };
         let error = match self.finish(tx, std::slice::from_ref(&claimed)).await {
-            Ok(()) => return Ok(()),
+            Ok(outcomes) => return Ok(outcomes.first().map(Outcome::attempt)),
             Err(WorkerError::Database(e)) if db::is_unavailable(&e) => return Err(e.into()),
             Err(error) => error,
         };
-        let text = format!(
-            "the attempt could not be completed: {} (its batch failed with: {})",
-            chain(&error),
-            chain(batch_error)
-        );
+        let text = match batch_error {
+            Some(batch_error) => format!(
+                "the attempt could not be completed: {} (its batch failed with: {})",
+                chain(&error),
+                chain(batch_error)
+            ),
+            None => format!("the attempt could not be completed: {}", chain(&error)),
+        };
         let outcome = self.failure_outcome(truncate(text), claimed.attempt, false);
         let mut tx = self.begin().await?;
         record_failed_attempt(&mut tx, &claimed, &outcome).await?;
         tx.commit().await?;
         self.metrics
             .processed(&claimed.event_type, outcome.label(), None);
-        Ok(())
+        Ok(Some(outcome.attempt()))
     }
 
     /// Runs the claimed events' handlers, records each outcome and commits.
@@ -240,7 +278,7 @@ impl Worker {
         &self,
         mut tx: sqlx::Transaction<'static, sqlx::Any>,
         claimed: &[Claimed],
-    ) -> Result<(), WorkerError> {
+    ) -> Result<Vec<Outcome>, WorkerError> {
         let outcomes = self.process(&mut tx, claimed).await?;
         // Finished events are marked together: a backlog drains faster with one statement per
         // batch than with one round trip per event.
@@ -265,7 +303,7 @@ impl Worker {
             self.metrics
                 .processed(&event.event_type, outcome.label(), latency);
         }
-        Ok(())
+        Ok(outcomes)
     }
 
     /// Runs the handlers of a batch and returns each event's outcome, in the batch's order.
@@ -400,13 +438,23 @@ impl Worker {
 
     /// Processes batches until nothing is due.
     pub async fn drain(&self) -> Result<usize, WorkerError> {
+        self.drain_until(None).await
+    }
+
+    /// Processes batches until nothing is due, or until `deadline` (if any) has passed: no
+    /// batch is started after it (Lambda's scheduled run must answer before its timeout).
+    pub async fn drain_until(
+        &self,
+        deadline: Option<tokio::time::Instant>,
+    ) -> Result<usize, WorkerError> {
         let mut total = 0;
-        loop {
+        while deadline.is_none_or(|d| tokio::time::Instant::now() < d) {
             match self.try_execute_batch().await? {
-                0 => return Ok(total),
+                0 => break,
                 n => total += n,
             }
         }
+        Ok(total)
     }
 
     /// Runs until `shutdown`; a batch under way is finished first. `running` is dropped when it

@@ -6,6 +6,7 @@ mod billing;
 mod database_tls;
 mod event_types;
 mod helpers;
+mod lambda;
 mod layout;
 mod limits;
 mod migrations;

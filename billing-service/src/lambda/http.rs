@@ -22,7 +22,7 @@ use crate::error::ApiError;
 /// The event's answer: the router's response, or the error that kept the function from being
 /// set up (503 while the database or secrets are out of reach, 500 when misconfigured).
 pub async fn answer(
-    app: Result<&App, BuildError>,
+    app: Result<&App, &BuildError>,
     request: LambdaRequest,
     context: Context,
 ) -> Value {

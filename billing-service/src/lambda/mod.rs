@@ -16,15 +16,17 @@
 //! The application is built by the first invocation that needs it, and built again by the next
 //! one if that failed: a database or a secret out of reach then fails one invocation with the
 //! reason (503, a FAILED custom resource, an invocation error) instead of leaving an instance
-//! that can never answer. The custom resource needs only the database, so it can migrate a
+//! that can never answer. The secrets are read again every five minutes, and the application
+//! built anew when they changed, so a rotated secret reaches the running instances. The custom resource needs only the database, so it can migrate a
 //! schema the rest refuses to run on.
 
 pub mod custom_resource;
 mod http;
 pub mod secrets;
 
+use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context as _;
 use axum::Router;
@@ -33,7 +35,7 @@ use lambda_http::{Context, LambdaEvent};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::{Value, json};
-use tokio::sync::OnceCell;
+use tokio::sync::Mutex;
 
 use crate::configuration::{
     AuthSettings, ConfigError, DatabaseSettings, Env, Settings, process_env,
@@ -177,12 +179,25 @@ pub struct App {
 /// Where a [`Function`] reads its variables: the process environment, or a test's map.
 pub type Variables = Box<dyn Fn(&str) -> Option<String> + Send + Sync>;
 
+/// How often an instance reads its secrets again: a rotated Stripe key or webhook secret, or a
+/// new database password, reaches running instances within this. The extension caches a secret
+/// for as long by default, so reading more often would gain nothing.
+const SECRETS_TTL: Duration = Duration::from_secs(300);
+
 /// The function: the environment it reads and the application it builds on first use.
 pub struct Function {
     env: Variables,
     handlers: Handlers,
-    secrets: OnceCell<std::collections::HashMap<String, String>>,
-    app: OnceCell<App>,
+    secrets_ttl: Duration,
+    current: Mutex<Option<Current>>,
+}
+
+/// The application, and the secrets it was built with.
+struct Current {
+    app: Arc<App>,
+    secrets: HashMap<String, String>,
+    /// When the secrets were last read.
+    read_at: Instant,
 }
 
 impl Function {
@@ -191,9 +206,15 @@ impl Function {
         Self {
             env,
             handlers,
-            secrets: OnceCell::new(),
-            app: OnceCell::new(),
+            secrets_ttl: SECRETS_TTL,
+            current: Mutex::new(None),
         }
+    }
+
+    /// Reads the secrets again after `ttl` instead of five minutes (tests).
+    pub fn reading_secrets_every(mut self, ttl: Duration) -> Self {
+        self.secrets_ttl = ttl;
+        self
     }
 
     /// Answers one invocation: the JSON Lambda returns to its caller, or an invocation error.
@@ -204,7 +225,7 @@ impl Function {
     ) -> Result<Value, lambda_http::Error> {
         match Invocation::of(payload) {
             Ok(Invocation::Http(request)) => {
-                Ok(http::answer(self.app().await, *request, context).await)
+                Ok(http::answer(self.app().await.as_deref(), *request, context).await)
             }
             Ok(Invocation::Scheduled) => Ok(self.scheduled(deadline_of(&context)).await?),
             Ok(Invocation::CustomResource(request)) => {
@@ -218,30 +239,68 @@ impl Function {
         }
     }
 
-    /// The environment with the secrets' variables, read once per instance.
-    async fn env(&self) -> Result<WithSecrets<&Variables>, SecretsError> {
-        let secrets = self
-            .secrets
-            .get_or_try_init(|| secrets::read(&self.env))
-            .await?;
-        Ok(WithSecrets {
+    /// The application: built by the first invocation that needs it (again after a failure),
+    /// and built anew when its secrets have changed, read at most every `secrets_ttl`. A secret
+    /// that cannot be read again, or a new one the function cannot be set up with, leaves the
+    /// previous application serving. Failures are logged here, once each.
+    async fn app(&self) -> Result<Arc<App>, BuildError> {
+        let mut current = self.current.lock().await;
+        if let Some(current) = current.as_mut() {
+            if current.read_at.elapsed() < self.secrets_ttl {
+                return Ok(Arc::clone(&current.app));
+            }
+            current.read_at = Instant::now();
+            match secrets::read(&self.env).await {
+                Ok(fresh) if fresh == current.secrets => {}
+                Ok(fresh) => match self.build(&fresh).await {
+                    Ok(app) => {
+                        tracing::info!(
+                            "the secrets changed: the function is set up with the new ones"
+                        );
+                        current.app = Arc::new(app);
+                        current.secrets = fresh;
+                    }
+                    Err(e) => tracing::error!(
+                        error = %chain(&e),
+                        "the secrets changed, but the function cannot be set up with them; the \
+                         previous ones stay in use"
+                    ),
+                },
+                Err(e) => tracing::warn!(
+                    error = %chain(&e),
+                    "cannot read the secrets again; those read before stay in use"
+                ),
+            }
+            return Ok(Arc::clone(&current.app));
+        }
+        let built = async {
+            let secrets = secrets::read(&self.env).await?;
+            let app = self.build(&secrets).await?;
+            Ok::<_, BuildError>((secrets, app))
+        }
+        .await;
+        match built {
+            Ok((secrets, app)) => {
+                let app = Arc::new(app);
+                *current = Some(Current {
+                    app: Arc::clone(&app),
+                    secrets,
+                    read_at: Instant::now(),
+                });
+                Ok(app)
+            }
+            Err(e) => {
+                tracing::error!(error = %chain(&e), "cannot set the function up for this invocation");
+                Err(e)
+            }
+        }
+    }
+
+    async fn build(&self, secrets: &HashMap<String, String>) -> Result<App, BuildError> {
+        let env = WithSecrets {
             env: &self.env,
             secrets: secrets.clone(),
-        })
-    }
-
-    /// The application, built now if it is not yet. Failures are logged here, once each.
-    async fn app(&self) -> Result<&App, BuildError> {
-        self.app
-            .get_or_try_init(|| self.build())
-            .await
-            .inspect_err(|e| {
-                tracing::error!(error = %chain(e), "cannot set the function up for this invocation")
-            })
-    }
-
-    async fn build(&self) -> Result<App, BuildError> {
-        let env = self.env().await?;
+        };
         let mut settings = Settings::from_env(&env)?;
         check_settings(&settings).map_err(BuildError::Misconfigured)?;
         settings.database.max_connections = Some(MAX_CONNECTIONS);
@@ -363,7 +422,10 @@ impl Function {
     }
 
     async fn migrate(&self) -> anyhow::Result<String> {
-        let env = self.env().await?;
+        let env = WithSecrets {
+            env: &self.env,
+            secrets: secrets::read(&self.env).await?,
+        };
         let mut settings = DatabaseSettings::from_env(&env)?;
         settings.max_connections = Some(1);
         let db = Db::connect(&settings).await?;

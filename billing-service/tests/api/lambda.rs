@@ -77,7 +77,11 @@ fn function(pairs: &[(&'static str, String)], handlers: Handlers) -> Function {
 }
 
 fn delivery(body: &str) -> String {
-    let header = signature::header_value(WEBHOOK_SECRET, unix_now(), body.as_bytes());
+    signed_delivery(body, WEBHOOK_SECRET)
+}
+
+fn signed_delivery(body: &str, secret: &str) -> String {
+    let header = signature::header_value(secret, unix_now(), body.as_bytes());
     events::webhook(body.as_bytes(), &header).to_string()
 }
 
@@ -232,5 +236,49 @@ async fn what_the_deployment_gets_wrong_is_a_json_error_and_transient_failures_a
         );
         let (status, answer) = http(&function, &alive).await;
         assert_eq!((status, answer), (200, json!({"alive": "OK"})));
+    }
+}
+
+#[tokio::test]
+async fn a_rotated_secret_reaches_the_running_instance_and_a_bad_one_leaves_the_old_in_use() {
+    for test_db in servers_or_skip("lambda_secret_rotation").await {
+        connect_migrated(&test_db.url).await.pool.close().await;
+        let runtime = test_support::lambda::RuntimeApi::start().await;
+        let stripe_secret = |webhook: &str| json!({"STRIPE_API_SECRET_KEY": "sk_test_1", "STRIPE_WEBHOOK_SECRET": webhook});
+        runtime.put_secret("billing/stripe", &stripe_secret(WEBHOOK_SECRET));
+        let mut pairs = settings(&test_db);
+        pairs.retain(|(k, _)| !k.starts_with("STRIPE_WEBHOOK"));
+        pairs.push(("SECRETS_MANAGER_SECRET_IDS", "billing/stripe".into()));
+        for (key, value) in runtime.env() {
+            if key == "AWS_SESSION_TOKEN" {
+                pairs.push(("AWS_SESSION_TOKEN", value));
+            } else if key == "PARAMETERS_SECRETS_EXTENSION_HTTP_PORT" {
+                pairs.push(("PARAMETERS_SECRETS_EXTENSION_HTTP_PORT", value));
+            }
+        }
+        // Read again at every invocation instead of every five minutes.
+        let function =
+            function(&pairs, Handlers::builtin()).reading_secrets_every(std::time::Duration::ZERO);
+        let event = |n: u32| {
+            event_json(&EventSpec::new(
+                "customer.created",
+                &format!("evt_lambda_rotation{n}"),
+            ))
+        };
+        let (status, answer) = http(&function, &signed_delivery(&event(1), WEBHOOK_SECRET)).await;
+        assert_eq!(status, 200, "{answer}");
+
+        // Rotated in Secrets Manager: the next invocation uses the new secret only.
+        runtime.put_secret("billing/stripe", &stripe_secret("whsec_rotated"));
+        let (status, answer) = http(&function, &signed_delivery(&event(2), "whsec_rotated")).await;
+        assert_eq!(status, 200, "{answer}");
+        let (status, answer) = http(&function, &signed_delivery(&event(3), WEBHOOK_SECRET)).await;
+        assert_eq!(status, 400, "{answer}");
+        assert_eq!(answer["error"]["code"], "bad_signature");
+
+        // A broken value: the function keeps serving with the last good secrets.
+        runtime.put_secret("billing/stripe", &stripe_secret("not-a-webhook-secret"));
+        let (status, answer) = http(&function, &signed_delivery(&event(4), "whsec_rotated")).await;
+        assert_eq!(status, 200, "{answer}");
     }
 }

@@ -66,7 +66,7 @@ impl Application {
             .context("applying database migrations")?;
         let address = std::net::SocketAddr::new(settings.http.host, settings.http.port);
         let listener = listen(address).with_context(|| format!("binding {address}"))?;
-        let (state, worker) = assemble(db, settings, handlers, Mode::Server)?;
+        let (state, worker, _) = assemble(db, settings, handlers, Mode::Server)?;
         Ok(Self {
             listener,
             state,
@@ -115,14 +115,15 @@ pub enum Mode {
     Lambda,
 }
 
-/// Everything a request handler reaches, and the worker that processes stored events, on a
+/// Everything a request handler reaches, the worker that processes stored events, and the
+/// Stripe reader the worker settles ties with (Lambda's scheduled run lists events with it), on a
 /// connected and migrated database.
 pub fn assemble(
     db: Db,
     settings: Settings,
     handlers: Handlers,
     mode: Mode,
-) -> anyhow::Result<(AppState, Worker)> {
+) -> anyhow::Result<(AppState, Worker, Arc<StripeReader>)> {
     let auth = Arc::new(Authenticator::new(&settings.auth).context("setting up AUTH_MODE")?);
     let mut stripe_config = StripeConfig::new(settings.stripe.api_secret_key.clone());
     stripe_config.api_base = settings.stripe.api_base.to_string();
@@ -134,12 +135,14 @@ pub fn assemble(
     ));
     let metrics = Metrics::default();
     let wake_worker = Arc::new(Notify::new());
-    let reader = StripeReader::new(&StripeApiSettings {
-        api_secret_key: settings.stripe.api_secret_key.clone(),
-        api_base: settings.stripe.api_base.clone(),
-        timeout: settings.stripe.timeout,
-    })
-    .context("setting up the Stripe reader")?;
+    let reader = Arc::new(
+        StripeReader::new(&StripeApiSettings {
+            api_secret_key: settings.stripe.api_secret_key.clone(),
+            api_base: settings.stripe.api_base.clone(),
+            timeout: settings.stripe.timeout,
+        })
+        .context("setting up the Stripe reader")?,
+    );
     let worker = Worker::new(
         db.clone(),
         handlers,
@@ -147,7 +150,7 @@ pub fn assemble(
         metrics.clone(),
         wake_worker.clone(),
     )
-    .resolving_ties_with(TieResolver::new(Arc::new(reader), metrics.clone()));
+    .resolving_ties_with(TieResolver::new(Arc::clone(&reader), metrics.clone()));
     let (webhook_batcher, inline_worker) = match mode {
         Mode::Server => (Batcher::start(db.clone()), None),
         Mode::Lambda => (Batcher::direct(db.clone()), Some(worker.clone())),
@@ -165,7 +168,7 @@ pub fn assemble(
         webhook_bodies: BodyBudget::default(),
         inline_worker,
     };
-    Ok((state, worker))
+    Ok((state, worker, reader))
 }
 
 /// A listening socket with a backlog for bursts: with the usual 1,024, a burst of new

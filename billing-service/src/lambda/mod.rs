@@ -170,9 +170,8 @@ pub struct App {
     router: Router,
     worker: Worker,
     db: Db,
-    reader: StripeReader,
+    reader: Arc<StripeReader>,
     lookback: String,
-    event_types: Vec<String>,
     handler_timeout: Duration,
 }
 
@@ -340,20 +339,8 @@ impl Function {
                 "the database's migration history does not match this build; serving anyway"
             ),
         }
-        let reader = StripeReader::new(&crate::configuration::StripeApiSettings {
-            api_secret_key: settings.stripe.api_secret_key.clone(),
-            api_base: settings.stripe.api_base.clone(),
-            timeout: settings.stripe.timeout,
-        })
-        .map_err(BuildError::Misconfigured)?;
-        let event_types = self
-            .handlers
-            .event_types()
-            .into_iter()
-            .map(str::to_owned)
-            .collect();
         let handler_timeout = settings.worker.handler_timeout;
-        let (state, worker) =
+        let (state, worker, reader) =
             startup::assemble(db.clone(), settings, self.handlers.clone(), Mode::Lambda)
                 .map_err(BuildError::Misconfigured)?;
         Ok(App {
@@ -362,7 +349,6 @@ impl Function {
             db,
             reader,
             lookback,
-            event_types,
             handler_timeout,
         })
     }
@@ -380,7 +366,7 @@ impl Function {
         });
         let mut processed = app.worker.drain_until(drain_until).await?;
         let since = parse_since(&app.lookback, SystemTime::now()).map_err(anyhow::Error::msg)?;
-        let types: Vec<&str> = app.event_types.iter().map(String::as_str).collect();
+        let types = self.handlers.event_types();
         let recovered = stripe_events::recover(&app.db, &app.reader, &types, since).await;
         if let Ok(recovered) = &recovered
             && recovered.stored > 0

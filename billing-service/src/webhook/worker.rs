@@ -200,7 +200,7 @@ impl Worker {
             Err(error) => {
                 tracing::error!(error = %chain(&error), events = claimed.len(), "a webhook batch failed; running its events one by one");
                 for event in &claimed {
-                    self.execute_one(event, &error).await?;
+                    self.execute_alone(&event.id, Some(&error)).await?;
                 }
                 Ok(claimed.len())
             }
@@ -218,17 +218,6 @@ impl Worker {
                 .await?;
         }
         Ok(tx)
-    }
-
-    /// One event of a failed batch in a transaction of its own; if that fails too, the attempt
-    /// is counted anyway, with the error.
-    async fn execute_one(
-        &self,
-        event: &Claimed,
-        batch_error: &WorkerError,
-    ) -> Result<(), WorkerError> {
-        self.execute_alone(&event.id, Some(batch_error)).await?;
-        Ok(())
     }
 
     /// Claims one stored event by id and runs its handlers now, in a transaction of its own.

@@ -101,13 +101,19 @@ pub struct NewEvent<'a> {
 /// Inserts the events in one statement, hence one transaction and one commit, and returns the
 /// ids that were new (the others were stored before). Ids must be distinct (the caller
 /// deduplicates) and at most [`MAX_ROWS`] events may be given.
+///
+/// Rows go in in id order, whatever the caller's: a writer that meets an id another writer has
+/// inserted but not committed waits for it, so two writers taking the same ids in different
+/// orders could each wait for the other (PostgreSQL reports the deadlock and fails one batch).
 pub async fn insert(db: &Db, events: &[NewEvent<'_>]) -> Result<HashSet<String>, sqlx::Error> {
     if events.is_empty() {
         return Ok(HashSet::new());
     }
     debug_assert!(events.len() <= MAX_ROWS);
+    let mut events: Vec<&NewEvent<'_>> = events.iter().collect();
+    events.sort_unstable_by_key(|e| e.id);
     if db.engine == Engine::Mysql {
-        return insert_mysql(db, events).await;
+        return insert_mysql(db, &events).await;
     }
     let mut sql = insert_sql(db.engine, events.len());
     sql.push_str(" ON CONFLICT (id) DO NOTHING RETURNING id");
@@ -123,7 +129,7 @@ const MYSQL_INSERT_ATTEMPTS: usize = 5;
 /// MySQL's [`insert`]: the ids stored already are read, and the others inserted. A plain
 /// `INSERT` is all or nothing, so if another writer stored one of those ids in between (its
 /// delivery raced this one), the duplicate key refuses it and both steps run again.
-async fn insert_mysql(db: &Db, events: &[NewEvent<'_>]) -> Result<HashSet<String>, sqlx::Error> {
+async fn insert_mysql(db: &Db, events: &[&NewEvent<'_>]) -> Result<HashSet<String>, sqlx::Error> {
     let stored_sql = format!(
         "SELECT id FROM stripe_events WHERE id IN ({})",
         sql::placeholders(Engine::Mysql, 1, events.len())
@@ -141,7 +147,11 @@ async fn insert_mysql(db: &Db, events: &[NewEvent<'_>]) -> Result<HashSet<String
             .iter()
             .map(|row| row.try_get::<String, _>("id"))
             .collect::<Result<_, _>>()?;
-        let new: Vec<&NewEvent<'_>> = events.iter().filter(|e| !stored.contains(e.id)).collect();
+        let new: Vec<&NewEvent<'_>> = events
+            .iter()
+            .copied()
+            .filter(|e| !stored.contains(e.id))
+            .collect();
         if new.is_empty() {
             return Ok(HashSet::new());
         }

@@ -262,7 +262,8 @@ async fn rotation_accepts_either_secret_and_any_of_several_signatures() {
 }
 
 /// Writers storing the same events at once (two replicas' batches, each with its own copies of
-/// Stripe's deliveries): every event is new to exactly one of them. On MySQL this is the
+/// Stripe's deliveries, each in its own order, which deadlocked PostgreSQL while rows went in in
+/// the caller's order): every event is new to exactly one of them. On MySQL this is the
 /// read-then-insert that runs again when another writer got there in between; one race hits
 /// that about every other time, so there are several.
 #[tokio::test]

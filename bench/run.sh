@@ -184,7 +184,6 @@ done
 # --- billing-service ---------------------------------------------------------------------
 bench_service() { # engine url count_sql...
     local engine=$1 url=$2 log="$OUT/service-$1.log"
-    local count
     case $engine in
         postgres) count() { pg_count "$url" "$1"; } ;;
         mysql) count() { mysql_count "$url" "$1"; } ;;

@@ -1,6 +1,7 @@
-//! The HTTP floor of the webhook benchmark: the same stack as billing-service (tokio, hyper,
-//! axum, TCP_NODELAY) answering `POST /webhook/stripe` with the same JSON after reading the body,
-//! and doing nothing else: no signature, no parsing, no database. Driven by the same load as the
+//! The HTTP floor of the webhook and entitlements benchmarks: the same stack as billing-service
+//! (tokio, hyper, axum, TCP_NODELAY) answering `POST /webhook/stripe` with the same JSON after
+//! reading the body, and `GET /billing/entitlements` with a user's features, and doing nothing
+//! else: no signature, no parsing, no user, no database. Driven by the same load as the
 //! service, it shows what the load generator and loopback HTTP alone allow on the machine, so the
 //! service's events/s can be read against it. Not a server to deploy.
 //!
@@ -19,6 +20,12 @@ async fn main() -> std::io::Result<()> {
         .route(
             "/status/ready",
             get(|| async { axum::Json(json!({"ready": "OK"})) }),
+        )
+        .route(
+            "/billing/entitlements",
+            get(|| async {
+                axum::Json(json!({"features": ["billing_basic", "exports", "priority_support"]}))
+            }),
         )
         .route(
             "/webhook/stripe",

@@ -21,6 +21,10 @@ pub enum ApiError {
     Unauthorized(String),
     #[error("{0}")]
     NotFound(String),
+    /// The user's plan does not include the feature asked about (or their subscription does not
+    /// grant it now): an answer for the service that asked, not a fault.
+    #[error("the feature {0} is not included in the user's current plan")]
+    NotEntitled(String),
     /// No route has this path: distinct from a route's own 404 ("no such subscription").
     #[error("no such route")]
     NoRoute,
@@ -68,6 +72,7 @@ impl ApiError {
             Self::BadRequest { code, .. } => (StatusCode::BAD_REQUEST, code),
             Self::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized"),
             Self::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
+            Self::NotEntitled(_) => (StatusCode::FORBIDDEN, "not_entitled"),
             Self::NoRoute => (StatusCode::NOT_FOUND, "no_route"),
             Self::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
             Self::Conflict { code, .. } => (StatusCode::CONFLICT, code),

@@ -6,9 +6,10 @@
 //! been added since), but at most once per [`MISS_REFRESH`]: ids made up by a client cannot turn
 //! each request into Stripe calls.
 //!
-//! The product is the one whose prices hold the catalog's lookup keys (lookup keys are unique in
-//! an account), so the service needs no product id in its configuration and finds exactly what
-//! `stripe-setup init` provisioned. Every price of that product is listed, across all pages,
+//! The products are the ones whose prices hold the catalog's lookup keys (lookup keys are unique
+//! in an account): the catalog's product, and the plan products of prices with features of their
+//! own. So the service needs no product id in its configuration and finds exactly what
+//! `stripe-setup init` provisioned. Every price of those products is listed, across all pages,
 //! including ones added by hand in the Dashboard.
 
 use std::sync::{Arc, Mutex, PoisonError};
@@ -38,6 +39,9 @@ pub struct ProductPrice {
     pub unit_amount: i64,
     pub currency: String,
     pub lookup_key: Option<String>,
+    /// The price's product: the main product or a plan product of the catalog.
+    #[serde(skip)]
+    pub product: String,
     #[serde(skip)]
     interval_rank: u8,
 }
@@ -96,6 +100,7 @@ impl ProductPrice {
             unit_amount,
             currency,
             lookup_key: price.lookup_key.clone(),
+            product: price.product.id().to_string(),
             interval_rank,
         })
     }
@@ -213,12 +218,6 @@ async fn fetch(catalog: &Catalog, stripe: &StripeClient) -> Result<Vec<ProductPr
     let mut products: Vec<String> = keyed.iter().map(|p| p.product.id().to_string()).collect();
     products.sort();
     products.dedup();
-    if products.len() > 1 {
-        tracing::warn!(
-            ?products,
-            "the catalog's lookup keys are spread over several products; listing all of them"
-        );
-    }
     let mut prices = Vec::new();
     for product in &products {
         let listed = account::active_recurring_prices(stripe, product).await?;

@@ -29,6 +29,7 @@ use crate::db::Db;
 use crate::error::ApiError;
 use crate::metrics::Metrics;
 use crate::migrate::Migrator;
+use crate::portal::PortalConfiguration;
 use crate::products::Products;
 use crate::routes;
 use crate::server;
@@ -155,8 +156,10 @@ pub fn assemble(
         Mode::Server => (Batcher::start(db.clone()), None),
         Mode::Lambda => (Batcher::direct(db.clone()), Some(worker.clone())),
     };
+    let portal = Arc::new(PortalConfiguration::new(settings.stripe.products_cache));
     let state = AppState {
         db,
+        portal,
         settings: Arc::new(settings),
         metrics,
         stripe,

@@ -11,6 +11,7 @@ use crate::auth::Authenticator;
 use crate::configuration::Settings;
 use crate::db::Db;
 use crate::metrics::Metrics;
+use crate::portal::PortalConfiguration;
 use crate::products::Products;
 use crate::webhook::batch::Batcher;
 use crate::webhook::receive::BodyBudget;
@@ -23,6 +24,8 @@ pub struct AppState {
     pub metrics: Metrics,
     pub stripe: StripeClient,
     pub products: Arc<Products>,
+    /// The customer-portal configuration sessions are opened with.
+    pub portal: Arc<PortalConfiguration>,
     /// Tells this process's worker that an event was just stored.
     pub wake_worker: Arc<Notify>,
     /// Stores webhook deliveries, many per commit.

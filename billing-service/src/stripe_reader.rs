@@ -124,6 +124,30 @@ impl StripeReader {
             .await
     }
 
+    /// Every object of the list at `path` filtered by `query`, each page asked for once: for a
+    /// caller holding a transaction, which fails and is retried as a whole instead.
+    pub async fn list_once(
+        &self,
+        path: &str,
+        query: &[(String, String)],
+    ) -> Result<Vec<Value>, ReadError> {
+        let mut params: Vec<(String, String)> = query.to_vec();
+        params.push(("limit".to_owned(), PAGE_SIZE.to_string()));
+        let mut objects = Vec::new();
+        loop {
+            let (page, _): (Page, _) = self.get(path, &params).await?;
+            let next = page.next_cursor().map(str::to_owned);
+            objects.extend(page.data);
+            match next {
+                Some(after) => {
+                    params.retain(|(name, _)| name != "starting_after");
+                    params.push(("starting_after".to_owned(), after));
+                }
+                None => return Ok(objects),
+            }
+        }
+    }
+
     /// One object (e.g. `/v1/subscriptions/sub_...`), asked for once: its callers have a rule
     /// to fall back on, and must not hold a transaction through retries.
     pub async fn object(&self, path: &str) -> Result<Value, ReadError> {

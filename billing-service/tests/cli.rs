@@ -192,7 +192,7 @@ fn check_migrate_command(dir: &Path, db_url: &str) {
     assert!(dry.status.success(), "{}", text(&dry.stderr));
     assert_eq!(
         text(&dry.stdout),
-        "would apply V1__billing_tables.sql\nwould apply V2__sync_cursors.sql\nwould apply R__event_summary_view.sql\n"
+        "would apply V1__billing_tables.sql\nwould apply V2__sync_cursors.sql\nwould apply V3__entitlements.sql\nwould apply R__event_summary_view.sql\n"
     );
 
     let first = run(dir, &["migrate"], &env);
@@ -211,7 +211,7 @@ fn check_migrate_command(dir: &Path, db_url: &str) {
     assert!(undo.status.success(), "{}", text(&undo.stderr));
     assert_eq!(
         text(&undo.stdout),
-        "did undo version 2 with U2__sync_cursors.sql\n"
+        "did undo version 3 with U3__entitlements.sql\n"
     );
 }
 

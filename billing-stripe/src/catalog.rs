@@ -1,5 +1,10 @@
-//! The catalog: what we sell (one product, its recurring prices) and which events our webhook
-//! endpoint wants, as a TOML file with a built-in default.
+//! The catalog: what we sell (one product, its recurring prices, the features each plan grants),
+//! how the customer portal lets subscribers change plan, and which events our webhook endpoint
+//! wants, as a TOML file with a built-in default.
+//!
+//! Features (Stripe's entitlements) are granted by products, never by prices, so a price that
+//! grants features of its own beyond the product's is sold under a product of its own, a *plan
+//! product* ([`Catalog::plan_products`]), which grants the product's features and the price's.
 //!
 //! `stripe-setup` provisions it and billing-service sells from it, so both read it here. A
 //! mistake in the file is reported with its line before anything talks to Stripe, because a
@@ -57,13 +62,78 @@ impl FromStr for Interval {
     }
 }
 
-/// The product everything is sold under.
+/// The product everything is sold under (or, from [`Catalog::plan_products`], one plan's own).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProductSpec {
-    /// Stable identity, stored in the product's metadata: renaming the product keeps it.
+    /// Stable identity, stored in the product's metadata: renaming the product keeps it. A plan
+    /// product's is `<product key>.<price key>`.
     pub key: String,
     pub name: String,
     pub description: Option<String>,
+    /// The lookup keys of the features this product grants, in catalog order.
+    pub features: Vec<String>,
+}
+
+/// A feature (Stripe's `entitlements.feature`): something a plan entitles its subscriber to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FeatureSpec {
+    /// How Stripe, our entitlements table and the frontend name it; unique among active features.
+    pub lookup_key: String,
+    /// For people (the Dashboard); not shown to customers.
+    pub name: String,
+}
+
+/// How switching plan in the customer portal is billed (Stripe's `proration_behavior`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum ProrationBehavior {
+    /// Credit the unused time and charge the new plan's, on the next invoice.
+    #[default]
+    CreateProrations,
+    /// No proration: the new price applies from the next period.
+    None,
+    /// Prorate and invoice at once.
+    AlwaysInvoice,
+}
+
+impl ProrationBehavior {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProrationBehavior::CreateProrations => "create_prorations",
+            ProrationBehavior::None => "none",
+            ProrationBehavior::AlwaysInvoice => "always_invoice",
+        }
+    }
+}
+
+impl fmt::Display for ProrationBehavior {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for ProrationBehavior {
+    type Err = ();
+
+    fn from_str(s: &str) -> Result<Self, ()> {
+        match s {
+            "create_prorations" => Ok(ProrationBehavior::CreateProrations),
+            "none" => Ok(ProrationBehavior::None),
+            "always_invoice" => Ok(ProrationBehavior::AlwaysInvoice),
+            _ => Err(()),
+        }
+    }
+}
+
+/// The customer-portal configuration's settings that the catalog chooses. The rest is fixed:
+/// switching among the catalog's prices, cancelling at the period's end, updating the payment
+/// method, the invoice history.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct PortalSpec {
+    pub proration_behavior: ProrationBehavior,
+    /// The line shown at the portal's top (Stripe: at most 60 characters).
+    pub headline: Option<String>,
+    pub privacy_policy_url: Option<String>,
+    pub terms_of_service_url: Option<String>,
 }
 
 /// One recurring price.
@@ -81,6 +151,9 @@ pub struct PriceSpec {
     pub currency: String,
     pub interval: Interval,
     pub interval_count: u32,
+    /// The lookup keys of the features this plan grants beyond the product's, in catalog order.
+    /// Not empty: the price is sold under a plan product of its own.
+    pub features: Vec<String>,
 }
 
 impl PriceSpec {
@@ -108,8 +181,20 @@ pub struct WebhookSpec {
 pub struct Catalog {
     pub product: ProductSpec,
     pub prices: Vec<PriceSpec>,
+    /// Every feature the product or a price grants, in catalog order.
+    pub features: Vec<FeatureSpec>,
+    pub portal: PortalSpec,
     pub webhook: WebhookSpec,
 }
+
+/// Stripe's customer portal lists at most this many products, and it lists the main product and
+/// every plan product.
+pub const MAX_PORTAL_PRODUCTS: usize = 10;
+/// Stripe's limits on a feature's lookup key and name.
+const FEATURE_KEY_MAX: usize = 80;
+const FEATURE_NAME_MAX: usize = 80;
+/// Stripe's limit on the portal's headline.
+const HEADLINE_MAX: usize = 60;
 
 /// A catalog that cannot be used, with where the problem is.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -137,6 +222,9 @@ struct RawCatalog {
     product: RawProduct,
     #[serde(default)]
     prices: Vec<RawPrice>,
+    #[serde(default)]
+    features: Vec<RawFeature>,
+    portal: Option<RawPortal>,
     webhook: RawWebhook,
 }
 
@@ -146,6 +234,23 @@ struct RawProduct {
     key: Spanned<String>,
     name: Spanned<String>,
     description: Option<String>,
+    features: Option<Spanned<Vec<Spanned<String>>>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFeature {
+    lookup_key: Spanned<String>,
+    name: Spanned<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPortal {
+    proration_behavior: Option<Spanned<String>>,
+    headline: Option<Spanned<String>>,
+    privacy_policy_url: Option<Spanned<String>>,
+    terms_of_service_url: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -158,6 +263,7 @@ struct RawPrice {
     currency: Spanned<String>,
     interval: Spanned<String>,
     interval_count: Option<Spanned<i64>>,
+    features: Option<Spanned<Vec<Spanned<String>>>>,
 }
 
 #[derive(Deserialize)]
@@ -203,10 +309,66 @@ impl Catalog {
                 "the product name is empty".into(),
             ));
         }
+        let mut features = Vec::new();
+        for f in raw.features {
+            let lookup_key = validate_key(&f.lookup_key, "feature lookup key")
+                .map_err(|m| at(Some(f.lookup_key.span()), m))?;
+            if lookup_key.len() > FEATURE_KEY_MAX {
+                return Err(at(
+                    Some(f.lookup_key.span()),
+                    format!("a feature lookup key has at most {FEATURE_KEY_MAX} characters"),
+                ));
+            }
+            if features
+                .iter()
+                .any(|known: &FeatureSpec| known.lookup_key == lookup_key)
+            {
+                return Err(at(
+                    Some(f.lookup_key.span()),
+                    format!("duplicate feature lookup key '{lookup_key}'"),
+                ));
+            }
+            let name = f.name.get_ref().trim();
+            if name.is_empty() || name.chars().count() > FEATURE_NAME_MAX {
+                return Err(at(
+                    Some(f.name.span()),
+                    format!("a feature name has 1 to {FEATURE_NAME_MAX} characters"),
+                ));
+            }
+            features.push(FeatureSpec {
+                lookup_key,
+                name: name.to_owned(),
+            });
+        }
+        let granted = |list: Option<Spanned<Vec<Spanned<String>>>>,
+                       whose: &str|
+         -> Result<Vec<String>, CatalogError> {
+            let mut keys: Vec<String> = Vec::new();
+            for key in list.map(Spanned::into_inner).unwrap_or_default() {
+                let name = key.get_ref().trim();
+                if !features.iter().any(|f| f.lookup_key == name) {
+                    return Err(at(
+                        Some(key.span()),
+                        format!(
+                            "{whose} grants the feature '{name}', which no [[features]] entry defines"
+                        ),
+                    ));
+                }
+                if keys.iter().any(|k| k == name) {
+                    return Err(at(
+                        Some(key.span()),
+                        format!("{whose} lists the feature '{name}' twice"),
+                    ));
+                }
+                keys.push(name.to_owned());
+            }
+            Ok(keys)
+        };
         let product = ProductSpec {
             key,
             name: name.to_owned(),
             description: raw.product.description,
+            features: granted(raw.product.features, "the product")?,
         };
 
         if raw.prices.is_empty() {
@@ -215,6 +377,7 @@ impl Catalog {
         let mut keys = HashSet::new();
         let mut lookup_keys = HashSet::new();
         let mut prices = Vec::new();
+        let mut plan_products = 0;
         for p in raw.prices {
             let key = validate_key(&p.key, "price key").map_err(|m| at(Some(p.key.span()), m))?;
             if !keys.insert(key.clone()) {
@@ -284,6 +447,23 @@ impl Catalog {
                     "the price nickname is empty".into(),
                 ));
             }
+            let features_span = p.features.as_ref().map(Spanned::span);
+            let mut own = granted(p.features, &format!("the price '{key}'"))?;
+            own.retain(|f| !product.features.contains(f));
+            if !own.is_empty() {
+                plan_products += 1;
+                if plan_products + 1 > MAX_PORTAL_PRODUCTS {
+                    return Err(at(
+                        features_span,
+                        format!(
+                            "at most {} prices may grant features of their own: each is sold as \
+                             a product of its own, and Stripe's customer portal lists at most \
+                             {MAX_PORTAL_PRODUCTS} products",
+                            MAX_PORTAL_PRODUCTS - 1
+                        ),
+                    ));
+                }
+            }
             prices.push(PriceSpec {
                 key,
                 nickname,
@@ -292,8 +472,53 @@ impl Catalog {
                 currency,
                 interval,
                 interval_count,
+                features: own,
             });
         }
+
+        let portal = match raw.portal {
+            None => PortalSpec::default(),
+            Some(portal) => {
+                let proration_behavior = match portal.proration_behavior {
+                    None => ProrationBehavior::default(),
+                    Some(value) => value.get_ref().trim().parse().map_err(|()| {
+                        at(
+                            Some(value.span()),
+                            format!(
+                                "unknown proration_behavior '{}' (expected create_prorations, none \
+                                 or always_invoice)",
+                                value.get_ref()
+                            ),
+                        )
+                    })?,
+                };
+                let headline = match portal.headline {
+                    None => None,
+                    Some(h) => {
+                        let text = h.get_ref().trim();
+                        if text.is_empty() || text.chars().count() > HEADLINE_MAX {
+                            return Err(at(
+                                Some(h.span()),
+                                format!("the portal headline has 1 to {HEADLINE_MAX} characters"),
+                            ));
+                        }
+                        Some(text.to_owned())
+                    }
+                };
+                let url = |value: Option<Spanned<String>>, what: &str| match value {
+                    None => Ok(None),
+                    Some(v) => validate_url(v.get_ref())
+                        .map(Some)
+                        .map_err(|m| at(Some(v.span()), format!("{what}: {m}"))),
+                };
+                PortalSpec {
+                    proration_behavior,
+                    headline,
+                    privacy_policy_url: url(portal.privacy_policy_url, "privacy_policy_url")?,
+                    terms_of_service_url: url(portal.terms_of_service_url, "terms_of_service_url")?,
+                }
+            }
+        };
 
         let events_span = raw.webhook.enabled_events.span();
         let mut enabled_events = Vec::new();
@@ -322,8 +547,65 @@ impl Catalog {
         Ok(Catalog {
             product,
             prices,
+            features,
+            portal,
             webhook: WebhookSpec { enabled_events },
         })
+    }
+
+    /// The catalog key of the product `price` is sold under: the product's, or for a price with
+    /// features of its own, its plan product's (`<product key>.<price key>`).
+    pub fn product_key_of(&self, price: &PriceSpec) -> String {
+        if price.features.is_empty() {
+            self.product.key.clone()
+        } else {
+            format!("{}.{}", self.product.key, price.key)
+        }
+    }
+
+    /// The plan product of `price`, if it grants features of its own: named `<product name>
+    /// <price nickname>`, granting the product's features and the price's.
+    pub fn plan_product(&self, price: &PriceSpec) -> Option<ProductSpec> {
+        if price.features.is_empty() {
+            return None;
+        }
+        let mut features = self.product.features.clone();
+        features.extend(price.features.iter().cloned());
+        Some(ProductSpec {
+            key: self.product_key_of(price),
+            name: format!("{} {}", self.product.name, price.nickname),
+            description: self.product.description.clone(),
+            features,
+        })
+    }
+
+    /// Every plan product, in the order of their prices.
+    pub fn plan_products(&self) -> Vec<ProductSpec> {
+        self.prices
+            .iter()
+            .filter_map(|p| self.plan_product(p))
+            .collect()
+    }
+
+    /// The catalog keys of every product the catalog sells under: the product's, then the plan
+    /// products'. (`account::find_products` finds them.)
+    pub fn product_keys(&self) -> Vec<String> {
+        let mut keys = vec![self.product.key.clone()];
+        keys.extend(self.plan_products().into_iter().map(|p| p.key));
+        keys
+    }
+
+    /// The lookup keys of the features a subscriber to the price with `lookup_key` is entitled
+    /// to (the product's, then the price's own); `None` for a lookup key not in the catalog.
+    pub fn features_of(&self, lookup_key: &str) -> Option<Vec<String>> {
+        let price = self.price_by_lookup_key(lookup_key)?;
+        let mut features = self.product.features.clone();
+        features.extend(price.features.iter().cloned());
+        Some(features)
+    }
+
+    pub fn feature(&self, lookup_key: &str) -> Option<&FeatureSpec> {
+        self.features.iter().find(|f| f.lookup_key == lookup_key)
     }
 
     /// The lookup keys of every price, in catalog order.
@@ -350,6 +632,20 @@ fn validate_key(key: &Spanned<String>, what: &str) -> Result<String, String> {
         ));
     }
     Ok(key.to_owned())
+}
+
+/// An absolute http(s) URL, as Stripe accepts for the portal's links.
+fn validate_url(value: &str) -> Result<String, String> {
+    let value = value.trim();
+    let rest = value
+        .strip_prefix("https://")
+        .or_else(|| value.strip_prefix("http://"))
+        .ok_or_else(|| format!("'{value}' is not an http(s) URL"))?;
+    let host = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    if host.is_empty() || host.contains('@') || value.chars().any(char::is_whitespace) {
+        return Err(format!("'{value}' is not an http(s) URL with a host"));
+    }
+    Ok(value.to_owned())
 }
 
 fn line_of(text: &str, offset: usize) -> usize {
@@ -385,7 +681,7 @@ mod tests {
             c.lookup_keys(),
             ["billing_monthly", "billing_daily", "billing_annual"]
         );
-        assert_eq!(c.webhook.enabled_events.len(), 18);
+        assert!(c.webhook.enabled_events.len() >= 18);
         for original in [
             "charge.failed",
             "charge.succeeded",
@@ -400,6 +696,41 @@ mod tests {
                 "{supported}"
             );
         }
+    }
+
+    #[test]
+    fn the_builtin_catalog_grants_features_and_sells_the_annual_plan_on_its_own_product() {
+        let c = Catalog::builtin();
+        let features: Vec<_> = c
+            .features
+            .iter()
+            .map(|f| (f.lookup_key.as_str(), f.name.as_str()))
+            .collect();
+        assert_eq!(
+            features,
+            [
+                ("billing_basic", "Billing basics"),
+                ("priority_support", "Priority support")
+            ]
+        );
+        assert_eq!(c.product.features, ["billing_basic"]);
+        assert_eq!(c.product_keys(), ["billing", "billing.annual"]);
+        let plan = c.plan_products().remove(0);
+        assert_eq!(plan.name, "billing Annual Plan");
+        assert_eq!(plan.features, ["billing_basic", "priority_support"]);
+        assert_eq!(c.product_key_of(&c.prices[0]), "billing");
+        assert_eq!(c.product_key_of(&c.prices[2]), "billing.annual");
+        assert_eq!(c.features_of("billing_monthly").unwrap(), ["billing_basic"]);
+        assert_eq!(
+            c.features_of("billing_annual").unwrap(),
+            ["billing_basic", "priority_support"]
+        );
+        assert_eq!(c.features_of("nope"), None);
+        assert_eq!(
+            c.portal.proration_behavior,
+            ProrationBehavior::CreateProrations
+        );
+        assert_eq!(c.portal.headline, None);
     }
 
     fn replaced(from: &str, to: &str) -> String {
@@ -463,6 +794,135 @@ mod tests {
     }
 
     #[test]
+    fn feature_and_portal_errors_name_the_line() {
+        let text = replaced(
+            "features = [\"priority_support\"]",
+            "features = [\"priority_support\", \"gold\"]",
+        );
+        let line = line_of_text("\"gold\"", &text);
+        assert_eq!(
+            error(&text),
+            format!(
+                "catalog.toml:{line}: the price 'annual' grants the feature 'gold', which no \
+                 [[features]] entry defines"
+            )
+        );
+
+        let text = replaced(
+            "features = [\"billing_basic\"]",
+            "features = [\"billing_basic\", \"nope\"]",
+        );
+        let line = line_of_text("\"nope\"", &text);
+        assert_eq!(
+            error(&text),
+            format!(
+                "catalog.toml:{line}: the product grants the feature 'nope', which no \
+                 [[features]] entry defines"
+            )
+        );
+
+        let text = replaced(
+            "lookup_key = \"priority_support\"",
+            "lookup_key = \"billing_basic\"",
+        );
+        let line = text
+            .lines()
+            .enumerate()
+            .filter(|(_, l)| l.contains("lookup_key = \"billing_basic\""))
+            .nth(1)
+            .unwrap()
+            .0
+            + 1;
+        assert_eq!(
+            error(&text),
+            format!("catalog.toml:{line}: duplicate feature lookup key 'billing_basic'")
+        );
+
+        let text = replaced(
+            "proration_behavior = \"create_prorations\"",
+            "proration_behavior = \"sometimes\"",
+        );
+        let line = line_of_text("sometimes", &text);
+        assert_eq!(
+            error(&text),
+            format!(
+                "catalog.toml:{line}: unknown proration_behavior 'sometimes' (expected \
+                 create_prorations, none or always_invoice)"
+            )
+        );
+
+        let text = replaced("name = \"Billing basics\"", "name = \" \"");
+        let line = line_of_text("name = \" \"", &text);
+        assert!(
+            error(&text).starts_with(&format!("catalog.toml:{line}: a feature name has")),
+            "{}",
+            error(&text)
+        );
+
+        let text = replaced(
+            "lookup_key = \"billing_basic\"",
+            "lookup_key = \"billing basic\"",
+        );
+        let line = line_of_text("billing basic", &text);
+        assert!(error(&text).starts_with(&format!("catalog.toml:{line}: the feature lookup key")));
+
+        let text = replaced(
+            "proration_behavior = \"create_prorations\"",
+            "proration_behavior = \"none\"\nprivacy_policy_url = \"example.com/privacy\"",
+        );
+        let line = line_of_text("example.com/privacy", &text);
+        assert_eq!(
+            error(&text),
+            format!(
+                "catalog.toml:{line}: privacy_policy_url: 'example.com/privacy' is not an \
+                 http(s) URL"
+            )
+        );
+
+        let text = replaced("[portal]", "[portal]\nreturn_url = \"https://x\"");
+        let e = Catalog::parse("c.toml", &text).unwrap_err();
+        assert_eq!(e.line, Some(line_of_text("return_url", &text)), "{e}");
+    }
+
+    #[test]
+    fn features_and_portal_are_optional() {
+        let text = "[product]\nkey = \"p\"\nname = \"P\"\n\n[[prices]]\nkey = \"q\"\nnickname = \"Q\"\n\
+                    lookup_key = \"p_q\"\nunit_amount = 1\ncurrency = \"EUR\"\ninterval = \"week\"\n\n\
+                    [webhook]\nenabled_events = [\"invoice.paid\"]\n";
+        let c = Catalog::parse("c.toml", text).unwrap();
+        assert!(c.features.is_empty() && c.product.features.is_empty());
+        assert_eq!(c.portal, PortalSpec::default());
+        assert_eq!(c.product_keys(), ["p"]);
+
+        let text = format!(
+            "[[features]]\nlookup_key = \"f\"\nname = \"F\"\n\n[portal]\n\
+             proration_behavior = \"always_invoice\"\nheadline = \" Plans \"\n\
+             terms_of_service_url = \"https://example.com/terms\"\n\n{}",
+            text.replace(
+                "interval = \"week\"\n",
+                "interval = \"week\"\nfeatures = [\"f\"]\n"
+            )
+        );
+        let c = Catalog::parse("c.toml", &text).unwrap();
+        assert_eq!(c.prices[0].features, ["f"]);
+        assert_eq!(c.product_keys(), ["p", "p.q"]);
+        assert_eq!(
+            c.portal,
+            PortalSpec {
+                proration_behavior: ProrationBehavior::AlwaysInvoice,
+                headline: Some("Plans".into()),
+                privacy_policy_url: None,
+                terms_of_service_url: Some("https://example.com/terms".into()),
+            }
+        );
+        // A price listing a feature the product already grants needs no product of its own.
+        let text = text.replace("name = \"P\"\n", "name = \"P\"\nfeatures = [\"f\"]\n");
+        let c = Catalog::parse("c.toml", &text).unwrap();
+        assert!(c.prices[0].features.is_empty());
+        assert_eq!(c.product_keys(), ["p"]);
+    }
+
+    #[test]
     fn syntax_and_unknown_fields_are_errors_with_lines() {
         let text = replaced(
             "nickname = \"Daily Plan\"",
@@ -475,6 +935,14 @@ mod tests {
 
         let e = Catalog::parse("c.toml", "[product]\nkey = \n").unwrap_err();
         assert_eq!(e.line, Some(2), "{e}");
+
+        let text = replaced(
+            "name = \"Priority support\"",
+            "name = \"Priority support\"\ntier = 2",
+        );
+        let e = Catalog::parse("c.toml", &text).unwrap_err();
+        assert_eq!(e.line, Some(line_of_text("tier = 2", &text)), "{e}");
+        assert!(e.message.contains("tier"), "{e}");
     }
 
     #[test]

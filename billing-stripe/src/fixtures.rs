@@ -31,6 +31,7 @@ pub const SUPPORTED: &[&str] = &[
     "customer.subscription.deleted",
     "invoice.paid",
     "invoice.payment_failed",
+    "entitlements.active_entitlement_summary.updated",
 ];
 
 /// An event type [`event`] does not know how to build.
@@ -54,6 +55,10 @@ pub struct EventSpec {
     pub user_id: String,
     pub email: String,
     pub price_id: String,
+    /// The price's lookup key (the plan as the catalog names it).
+    pub lookup_key: Option<String>,
+    /// The lookup keys of the features an entitlement summary lists.
+    pub features: Vec<String>,
     /// Overrides the object's status, which otherwise follows from the event type (for example
     /// `failed` for `charge.failed`, `canceled` for `customer.subscription.deleted`).
     pub status: Option<String>,
@@ -77,6 +82,8 @@ impl Default for EventSpec {
             user_id: "user-1".into(),
             email: "user-1@example.com".into(),
             price_id: "price_1TestFixtureMonthly".into(),
+            lookup_key: Some("billing_monthly".into()),
+            features: vec!["billing_basic".into()],
             status: None,
             amount: 5499,
             currency: "cad".into(),
@@ -154,6 +161,10 @@ pub fn event(spec: &EventSpec) -> Result<Value, UnknownEventType> {
         "customer.subscription.deleted" => (subscription(spec, "canceled"), None),
         "invoice.paid" => (invoice(spec, true), None),
         "invoice.payment_failed" => (invoice(spec, false), None),
+        "entitlements.active_entitlement_summary.updated" => (
+            entitlement_summary(spec),
+            Some(json!({"entitlements": entitlement_list(spec, &[])})),
+        ),
         other => return Err(UnknownEventType(other.to_owned())),
     };
     let mut data = json!({ "object": object });
@@ -276,7 +287,7 @@ fn price(spec: &EventSpec) -> Value {
         "created": spec.created,
         "currency": spec.currency,
         "livemode": false,
-        "lookup_key": null,
+        "lookup_key": spec.lookup_key,
         "metadata": {},
         "nickname": null,
         "product": "prod_TestFixture0001",
@@ -292,9 +303,44 @@ fn price(spec: &EventSpec) -> Value {
     })
 }
 
+fn entitlement_summary(spec: &EventSpec) -> Value {
+    json!({
+        "object": "entitlements.active_entitlement_summary",
+        "customer": spec.customer,
+        "entitlements": entitlement_list(spec, &spec.features),
+        "livemode": false
+    })
+}
+
+/// The first page of a customer's active entitlements, as a summary carries it.
+fn entitlement_list(spec: &EventSpec, features: &[String]) -> Value {
+    let data: Vec<Value> = features
+        .iter()
+        .map(|key| {
+            json!({
+                "id": format!("ent_{}_{key}", spec.suffix()),
+                "object": "entitlements.active_entitlement",
+                "feature": format!("feat_{key}"),
+                "livemode": false,
+                "lookup_key": key
+            })
+        })
+        .collect();
+    json!({
+        "object": "list",
+        "data": data,
+        "has_more": false,
+        "url": format!("/v1/customer/{}/entitlements", spec.customer)
+    })
+}
+
 fn subscription(spec: &EventSpec, default_status: &str) -> Value {
     let status = spec.status_or(default_status);
     let canceled = status == "canceled";
+    let trial_end = match status.as_str() {
+        "trialing" => json!(spec.current_period_end),
+        _ => Value::Null,
+    };
     json!({
         "id": spec.subscription,
         "object": "subscription",
@@ -321,7 +367,8 @@ fn subscription(spec: &EventSpec, default_status: &str) -> Value {
         "metadata": { "user_id": spec.user_id },
         "schedule": null,
         "start_date": spec.created,
-        "status": status
+        "status": status,
+        "trial_end": trial_end
     })
 }
 
@@ -450,6 +497,7 @@ mod tests {
             let expected = match ty.split('.').next().unwrap() {
                 "customer" if ty.starts_with("customer.subscription") => "subscription",
                 "checkout" => "checkout.session",
+                "entitlements" => "entitlements.active_entitlement_summary",
                 kind => kind,
             };
             assert_eq!(object, expected, "{ty}");

@@ -295,7 +295,9 @@ def test_http_api_routes_are_the_services_routes_except_metrics():
         "a SAM API would add routes of its own"
     )
     for name, (method, path) in routes().items():
-        assert method != "ANY" and "{" not in path and path != "$default", f"{name} would route /metrics too"
+        # A named parameter matches one segment under its own prefix; a greedy one (`{proxy+}`)
+        # or ANY would reach /metrics.
+        assert method != "ANY" and "+}" not in path and path != "$default", f"{name} would route /metrics too"
 
 
 def test_preflight_routes_reach_the_services_cors():
@@ -307,7 +309,7 @@ def test_preflight_routes_reach_the_services_cors():
     preflight = {path for method, path in routes().values() if method == "OPTIONS"}
     assert preflight, "no OPTIONS route: browsers' preflights would get API Gateway's 404"
     assert preflight <= paths and all(p.startswith("/billing/") for p in preflight), sorted(preflight)
-    for path in ("/billing/checkout", "/billing/portal", "/billing/subscription"):
+    for path in ("/billing/checkout", "/billing/portal", "/billing/subscription", "/billing/entitlements"):
         assert path in preflight, f"{path} is fetched with a bearer token or JSON, hence preflighted"
     assert "CorsConfiguration" not in resource("HttpApi")["Properties"], "API Gateway's CORS would replace the service's"
 

@@ -6,8 +6,8 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::secret_output::SecretFormat;
 
-/// Provisions the Stripe catalog (product, prices) and webhook endpoint for an environment,
-/// idempotently, and sends signed test events.
+/// Provisions the Stripe catalog (features, product, prices), the customer-portal configuration
+/// and the webhook endpoint for an environment, idempotently, and sends signed test events.
 ///
 /// The Stripe key is read from STRIPE_API_SECRET_KEY; STRIPE_API_BASE points at another API
 /// (a test double) instead of https://api.stripe.com.
@@ -22,10 +22,13 @@ pub struct Cli {
 pub enum Command {
     /// Makes the Stripe account match the catalog: prints a plan, then applies it.
     ///
-    /// Finds the product by metadata (catalog key + environment), prices by lookup key and the
-    /// webhook endpoint by URL and metadata. A changed amount or interval creates a new price that
-    /// takes over the lookup key and archives the old one; a changed event list updates the
-    /// endpoint; nothing is deleted. A second run prints "No changes" and writes nothing.
+    /// Finds the products (the product, and the plan products of prices with features of their
+    /// own) and the portal configuration by metadata (catalog key + environment), features and
+    /// prices by lookup key and the webhook endpoint by URL and metadata. A changed amount or
+    /// interval, or a price moving to another product, creates a new price that takes over the
+    /// lookup key and archives the old one; a changed event list updates the endpoint; a feature
+    /// a product no longer grants is detached from it; the portal configuration is put back as the
+    /// catalog says; nothing is deleted. A second run prints "No changes" and writes nothing.
     ///
     /// The plan and progress go to stderr. A new endpoint's signing secret, which Stripe shows
     /// only once, goes to stdout (or --secret-file) in the --secret-output format.
@@ -82,6 +85,8 @@ pub struct InitArgs {
     /// Where Stripe delivers events: https, or http on localhost.
     #[arg(long, value_name = "URL")]
     pub webhook_url: String,
+    #[command(flatten)]
+    pub portal: PortalArgs,
     /// Print the plan only; send no write request.
     #[arg(long)]
     pub dry_run: bool,
@@ -100,6 +105,18 @@ pub struct StatusArgs {
     /// Also require the endpoint to point at this URL.
     #[arg(long, value_name = "URL")]
     pub webhook_url: Option<String>,
+    #[command(flatten)]
+    pub portal: PortalArgs,
+}
+
+/// The portal configuration's settings that are not the catalog's.
+#[derive(Debug, Args)]
+pub struct PortalArgs {
+    /// The customer portal's default return URL: the frontend, as billing-service's FRONTEND_URL.
+    /// Without it the configuration's is left as it is (a new one has none; billing-service gives
+    /// its return URL with each portal session).
+    #[arg(long, value_name = "URL", env = "FRONTEND_URL")]
+    pub return_url: Option<String>,
 }
 
 #[derive(Debug, Args)]

@@ -1,5 +1,6 @@
-//! `stripe-setup`: provisions the Stripe catalog and webhook endpoint for an environment,
-//! idempotently, and sends signed test events (the README's "stripe-setup" section says how).
+//! `stripe-setup`: provisions the Stripe catalog (features, products, prices), the customer-portal
+//! configuration and the webhook endpoint for an environment, idempotently, and sends signed test
+//! events (the README's "stripe-setup" section says how).
 //!
 //! # Layout
 //! - [`cli`]: the commands and their help.
@@ -28,7 +29,7 @@ use billing_stripe::catalog::Catalog;
 use billing_stripe::{StripeClient, StripeConfig};
 
 use crate::apply::SecretSink;
-use crate::cli::{Cli, Command, InitArgs, StatusArgs, Target, TriggerArgs};
+use crate::cli::{Cli, Command, InitArgs, PortalArgs, StatusArgs, Target, TriggerArgs};
 use crate::plan::{Action, Plan};
 use crate::secret_output::Destination;
 
@@ -49,6 +50,17 @@ fn load_catalog(target: &Target) -> anyhow::Result<Catalog> {
     })
 }
 
+/// `--return-url` (or `FRONTEND_URL`), checked; empty counts as not given.
+fn return_url(args: &PortalArgs) -> anyhow::Result<Option<String>> {
+    match args.return_url.as_deref().map(str::trim) {
+        None | Some("") => Ok(None),
+        Some(url) => {
+            preflight::check_return_url(url)?;
+            Ok(Some(url.to_owned()))
+        }
+    }
+}
+
 fn client(target: &Target) -> anyhow::Result<StripeClient> {
     let key = preflight::secret_key(std::env::var(preflight::KEY_VAR).ok())?;
     preflight::check_key_fits(&key, &target.environment, target.yes)?;
@@ -64,6 +76,7 @@ fn client(target: &Target) -> anyhow::Result<StripeClient> {
 async fn init(args: InitArgs) -> anyhow::Result<ExitCode> {
     let catalog = load_catalog(&args.target)?;
     preflight::check_webhook_url(&args.webhook_url)?;
+    let return_url = return_url(&args.portal)?;
     if let Some(path) = &args.secret_file {
         secret_output::check_destination(path)
             .with_context(|| format!("--secret-file {}", path.display()))?;
@@ -75,7 +88,12 @@ async fn init(args: InitArgs) -> anyhow::Result<ExitCode> {
     let current = current::read(&client, &catalog, env, Some(&args.webhook_url))
         .await
         .context("reading the Stripe account failed; nothing was changed")?;
-    let plan = Plan::new(&catalog, Some(&args.webhook_url), &current);
+    let plan = Plan::with_return_url(
+        &catalog,
+        Some(&args.webhook_url),
+        return_url.as_deref(),
+        &current,
+    );
     eprint!("\n{}", plan.render());
     lost_secret_hint(&plan);
 
@@ -96,8 +114,14 @@ async fn init(args: InitArgs) -> anyhow::Result<ExitCode> {
     let outcome = apply::apply(&client, env, &plan, &sink).await?;
     let counts = plan.counts();
     eprintln!(
-        "Applied: {} created, {} updated, {} archived.",
-        counts.create, counts.update, counts.archive
+        "Applied: {} created, {} updated, {} archived{}.",
+        counts.create,
+        counts.update,
+        counts.archive,
+        match counts.detach {
+            0 => String::new(),
+            n => format!(", {n} detached"),
+        }
     );
     if let Some(place) = outcome.secret_written_to {
         eprintln!(
@@ -129,12 +153,18 @@ async fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
     if let Some(url) = &args.webhook_url {
         preflight::check_webhook_url(url)?;
     }
+    let return_url = return_url(&args.portal)?;
     let client = client(&args.target)?;
     let env = &args.target.environment;
     let current = current::read(&client, &catalog, env, args.webhook_url.as_deref())
         .await
         .context("reading the Stripe account failed")?;
-    let plan = Plan::new(&catalog, args.webhook_url.as_deref(), &current);
+    let plan = Plan::with_return_url(
+        &catalog,
+        args.webhook_url.as_deref(),
+        return_url.as_deref(),
+        &current,
+    );
     print!("{}", plan.render());
     Ok(if plan.has_changes() {
         ExitCode::from(1)

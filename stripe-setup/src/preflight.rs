@@ -1,5 +1,6 @@
 //! Checks made before any request to Stripe, so that a mistake costs nothing: the key is there
-//! and fits the environment, and the webhook URL is one Stripe can deliver to.
+//! and fits the environment, the webhook URL is one Stripe can deliver to, and the portal's return
+//! URL is one a browser can be sent to.
 
 use billing_stripe::{KeyMode, SecretKey};
 
@@ -27,6 +28,8 @@ pub enum PreflightError {
     TestKeyInProd(String),
     #[error("invalid webhook URL '{url}': {reason}")]
     BadUrl { url: String, reason: String },
+    #[error("invalid return URL '{url}' (--return-url or FRONTEND_URL): {reason}")]
+    BadReturnUrl { url: String, reason: String },
     #[error("invalid environment name '{0}': use letters, digits, '-' and '_' (e.g. stage, prod)")]
     BadEnvironment(String),
 }
@@ -97,6 +100,26 @@ pub fn check_webhook_url(url: &str) -> Result<(), PreflightError> {
     Ok(())
 }
 
+/// The portal's default return URL: an absolute http(s) URL without credentials (http is fine:
+/// the browser follows it, not Stripe).
+pub fn check_return_url(url: &str) -> Result<(), PreflightError> {
+    let bad = |reason: &str| PreflightError::BadReturnUrl {
+        url: url.to_owned(),
+        reason: reason.to_owned(),
+    };
+    let parsed = url::Url::parse(url).map_err(|e| bad(&e.to_string()))?;
+    if !matches!(parsed.scheme(), "https" | "http") {
+        return Err(bad("the scheme must be https or http"));
+    }
+    if parsed.host_str().is_none_or(str::is_empty) {
+        return Err(bad("it has no host"));
+    }
+    if !parsed.username().is_empty() || parsed.password().is_some() {
+        return Err(bad("it must not carry credentials"));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -136,6 +159,15 @@ mod tests {
         assert!(check_webhook_url("ftp://billing.example.com/webhook").is_err());
         assert!(check_webhook_url("billing.example.com/webhook").is_err());
         assert!(check_webhook_url("https://user:pw@billing.example.com/").is_err());
+    }
+
+    #[test]
+    fn return_urls_are_browser_urls() {
+        assert!(check_return_url("https://app.example.com").is_ok());
+        assert!(check_return_url("http://localhost:3000/account").is_ok());
+        assert!(check_return_url("app.example.com").is_err());
+        assert!(check_return_url("ftp://app.example.com").is_err());
+        assert!(check_return_url("https://u:p@app.example.com").is_err());
     }
 
     #[test]

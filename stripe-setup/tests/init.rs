@@ -14,15 +14,30 @@ struct Run {
 }
 
 async fn setup(stripe: &StripeDouble, args: &[&str], key: Option<&str>) -> Run {
+    setup_with(stripe, args, key, None).await
+}
+
+/// As `setup`, with `FRONTEND_URL` set to `frontend` (it is unset otherwise).
+async fn setup_with(
+    stripe: &StripeDouble,
+    args: &[&str],
+    key: Option<&str>,
+    frontend: Option<&str>,
+) -> Run {
     let base = stripe.uri();
     let args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
     let key = key.map(str::to_owned);
+    let frontend = frontend.map(str::to_owned);
     tokio::task::spawn_blocking(move || {
         let mut command = Command::new(env!("CARGO_BIN_EXE_stripe-setup"));
         command
             .args(&args)
             .env("STRIPE_API_BASE", base)
             .env_remove("STRIPE_WEBHOOK_SECRET");
+        match frontend {
+            Some(url) => command.env("FRONTEND_URL", url),
+            None => command.env_remove("FRONTEND_URL"),
+        };
         match key {
             Some(key) => command.env("STRIPE_API_SECRET_KEY", key),
             None => command.env_remove("STRIPE_API_SECRET_KEY"),
@@ -42,6 +57,42 @@ async fn init(stripe: &StripeDouble, extra: &[&str]) -> Run {
     let mut args = vec!["init", "--env", "stage", "--webhook-url", URL];
     args.extend_from_slice(extra);
     setup(stripe, &args, Some("sk_test_double")).await
+}
+
+async fn status(stripe: &StripeDouble, extra: &[&str]) -> Run {
+    let mut args = vec!["status", "--env", "stage"];
+    args.extend_from_slice(extra);
+    setup(stripe, &args, Some("sk_test_double")).await
+}
+
+/// How many events the built-in catalog's endpoint subscribes to.
+fn events() -> usize {
+    billing_stripe::catalog::Catalog::builtin()
+        .webhook
+        .enabled_events
+        .len()
+}
+
+/// The one object of `kind` whose `field` is `value`.
+fn one(stripe: &StripeDouble, kind: Kind, field: &str, value: &str) -> Value {
+    let found: Vec<Value> = stripe
+        .objects(kind)
+        .into_iter()
+        .filter(|o| o[field] == value)
+        .collect();
+    assert_eq!(found.len(), 1, "{kind:?} {field}={value}: {found:#?}");
+    found.into_iter().next().unwrap()
+}
+
+/// Our portal configuration (not the account's default one).
+fn our_portal(stripe: &StripeDouble) -> Value {
+    let ours: Vec<Value> = stripe
+        .objects(Kind::BillingPortalConfiguration)
+        .into_iter()
+        .filter(|c| c["metadata"]["catalog_key"] == "portal")
+        .collect();
+    assert_eq!(ours.len(), 1, "{ours:#?}");
+    ours.into_iter().next().unwrap()
 }
 
 fn posts_to<'a>(posts: &'a [RecordedRequest], path: &str) -> Vec<&'a RecordedRequest> {
@@ -64,24 +115,25 @@ async fn first_run_creates_everything_with_accepted_requests_and_writes_the_secr
     assert_eq!(run.code, 0, "{}", run.stderr);
     assert!(
         run.stderr
-            .contains("Plan: 5 to create, 0 to update, 0 to archive."),
+            .contains("Plan: 12 to create, 0 to update, 0 to archive."),
         "{}",
         run.stderr
     );
 
     let posts = stripe.posts();
-    assert_eq!(posts.len(), 5, "{posts:#?}");
+    assert_eq!(posts.len(), 12, "{posts:#?}");
     assert!(posts.iter().all(|p| {
         p.idempotency_key()
             .is_some_and(|k| k.starts_with("stripe-setup-"))
     }));
 
     let products = posts_to(&posts, "/v1/products");
-    assert_eq!(products.len(), 1);
+    assert_eq!(products.len(), 2);
     assert_eq!(products[0].params["name"], "billing");
     assert_eq!(products[0].params["metadata"]["catalog_key"], "billing");
     assert_eq!(products[0].params["metadata"]["environment"], "stage");
-    let product_id = stripe.objects(Kind::Product)[0]["id"].clone();
+    let product_id = one(&stripe, Kind::Product, "name", "billing")["id"].clone();
+    let plan_product_id = one(&stripe, Kind::Product, "name", "billing Annual Plan")["id"].clone();
 
     let prices = posts_to(&posts, "/v1/prices");
     let summary: Vec<Value> = prices
@@ -105,7 +157,11 @@ async fn first_run_creates_everything_with_accepted_requests_and_writes_the_secr
         ]
     );
     for price in &prices {
-        assert_eq!(price.params["product"], product_id);
+        let expected = match price.params["lookup_key"].as_str() {
+            Some("billing_annual") => &plan_product_id,
+            _ => &product_id,
+        };
+        assert_eq!(&price.params["product"], expected);
         assert_eq!(price.params["transfer_lookup_key"], true);
         assert_eq!(price.params["metadata"]["environment"], "stage");
     }
@@ -158,7 +214,443 @@ async fn first_run_creates_everything_with_accepted_requests_and_writes_the_secr
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_second_run_changes_nothing_and_makes_three_reads() {
+async fn features_plan_products_and_the_portal_are_provisioned_once() {
+    let stripe = StripeDouble::start().await;
+    let run = setup_with(
+        &stripe,
+        &["init", "--env", "stage", "--webhook-url", URL],
+        Some("sk_test_double"),
+        Some("https://app.example.com"),
+    )
+    .await;
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    for line in [
+        "+ create feature billing_basic (\"Billing basics\")",
+        "+ create feature priority_support (\"Priority support\")",
+        "+ attach feature billing_basic (new) to product billing (new)",
+        "+ create plan product billing.annual (\"billing Annual Plan\", for price billing_annual)",
+        "+ attach feature priority_support (new) to product billing.annual (new)",
+        "+ create portal configuration (switching among 3 prices of 2 products, proration \
+         create_prorations; cancel at period end; payment method update; invoice history; \
+         default return URL https://app.example.com)",
+    ] {
+        assert!(run.stderr.contains(line), "{line} in {}", run.stderr);
+    }
+    let posts = stripe.posts();
+
+    // Features, by lookup key, with the catalog's names.
+    let features = posts_to(&posts, "/v1/entitlements/features");
+    assert_eq!(features.len(), 2, "{features:#?}");
+    let basic = one(&stripe, Kind::Feature, "lookup_key", "billing_basic");
+    assert_eq!(basic["name"], "Billing basics");
+    let support = one(&stripe, Kind::Feature, "lookup_key", "priority_support");
+    assert_eq!(support["name"], "Priority support");
+
+    // The product grants billing_basic; the annual plan's product grants both.
+    let product = one(&stripe, Kind::Product, "name", "billing");
+    let plan = one(&stripe, Kind::Product, "name", "billing Annual Plan");
+    assert_eq!(plan["metadata"]["catalog_key"], "billing.annual");
+    assert_eq!(plan["metadata"]["environment"], "stage");
+    assert_eq!(attached(&stripe, &product).await, ["billing_basic"]);
+    assert_eq!(
+        attached(&stripe, &plan).await,
+        ["billing_basic", "priority_support"]
+    );
+    let annual = one(&stripe, Kind::Price, "lookup_key", "billing_annual");
+    assert_eq!(annual["product"], plan["id"]);
+
+    // The portal: switching among the catalog's prices, cancel at period end, card, invoices.
+    let portal = our_portal(&stripe);
+    assert_eq!(portal["metadata"]["environment"], "stage");
+    assert_eq!(portal["default_return_url"], "https://app.example.com");
+    let features = &portal["features"];
+    assert_eq!(features["subscription_update"]["enabled"], true);
+    assert_eq!(
+        features["subscription_update"]["default_allowed_updates"],
+        json!(["price"])
+    );
+    assert_eq!(
+        features["subscription_update"]["proration_behavior"],
+        "create_prorations"
+    );
+    let monthly = one(&stripe, Kind::Price, "lookup_key", "billing_monthly");
+    let daily = one(&stripe, Kind::Price, "lookup_key", "billing_daily");
+    assert_eq!(
+        features["subscription_update"]["products"],
+        json!([
+            {"product": product["id"], "prices": [monthly["id"], daily["id"]],
+             "adjustable_quantity": features["subscription_update"]["products"][0]["adjustable_quantity"]},
+            {"product": plan["id"], "prices": [annual["id"]],
+             "adjustable_quantity": features["subscription_update"]["products"][1]["adjustable_quantity"]},
+        ])
+    );
+    assert_eq!(features["subscription_cancel"]["enabled"], true);
+    assert_eq!(features["subscription_cancel"]["mode"], "at_period_end");
+    assert_eq!(features["payment_method_update"]["enabled"], true);
+    assert_eq!(features["invoice_history"]["enabled"], true);
+    let portal_posts = posts_to(&posts, "/v1/billing_portal/configurations");
+    assert_eq!(portal_posts.len(), 1);
+
+    // billing-service finds it as stripe-setup does.
+    let found = find_portal(&stripe, "stage").await;
+    assert_eq!(found.as_deref(), portal["id"].as_str());
+    assert_eq!(find_portal(&stripe, "prod").await, None);
+
+    // A second run writes nothing, and says everything is kept.
+    let before = stripe.requests().len();
+    let again = setup_with(
+        &stripe,
+        &["init", "--env", "stage", "--webhook-url", URL],
+        Some("sk_test_double"),
+        Some("https://app.example.com"),
+    )
+    .await;
+    assert_eq!(again.code, 0, "{}", again.stderr);
+    assert!(again.stderr.contains("No changes."), "{}", again.stderr);
+    let second: Vec<RecordedRequest> = stripe.requests().split_off(before);
+    assert!(second.iter().all(|r| r.method == "GET"), "{second:#?}");
+
+    // `status` (with FRONTEND_URL, as the service's environment has it) reports every object kept.
+    let run = setup_with(
+        &stripe,
+        &["status", "--env", "stage"],
+        Some("sk_test_double"),
+        Some("https://app.example.com"),
+    )
+    .await;
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    let portal_id = portal["id"].as_str().unwrap();
+    for line in [
+        format!(
+            "= unchanged feature billing_basic ({})",
+            basic["id"].as_str().unwrap()
+        ),
+        format!(
+            "= unchanged feature priority_support ({})",
+            support["id"].as_str().unwrap()
+        ),
+        format!(
+            "= unchanged feature billing_basic on product billing ({})",
+            product["id"].as_str().unwrap()
+        ),
+        format!(
+            "= unchanged plan product billing.annual ({})",
+            plan["id"].as_str().unwrap()
+        ),
+        format!(
+            "= unchanged feature priority_support on product billing.annual ({})",
+            plan["id"].as_str().unwrap()
+        ),
+        format!(
+            "= unchanged portal configuration {portal_id} (default return URL https://app.example.com)"
+        ),
+    ] {
+        assert!(run.stdout.contains(&line), "{line} in {}", run.stdout);
+    }
+    // Without the URL, the configuration's is left alone (and named).
+    let run = status(&stripe, &[]).await;
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    assert!(
+        run.stdout
+            .contains("default return URL https://app.example.com left as it is"),
+        "{}",
+        run.stdout
+    );
+    stripe.assert_no_violations();
+}
+
+fn client(stripe: &StripeDouble) -> billing_stripe::StripeClient {
+    let mut config = billing_stripe::StripeConfig::new(
+        billing_stripe::SecretKey::parse("sk_test_double").unwrap(),
+    );
+    config.api_base = stripe.uri();
+    billing_stripe::StripeClient::new(&config).unwrap()
+}
+
+/// What `billing_stripe::account::find_portal_configuration` finds in `environment`.
+async fn find_portal(stripe: &StripeDouble, environment: &str) -> Option<String> {
+    billing_stripe::account::find_portal_configuration(&client(stripe), environment)
+        .await
+        .unwrap()
+        .map(|c| c.id.as_str().to_owned())
+}
+
+/// The lookup keys of the features attached to `product`, sorted (read through the API: a
+/// product feature does not name its product).
+async fn attached(stripe: &StripeDouble, product: &Value) -> Vec<String> {
+    let id = product["id"].as_str().unwrap();
+    let mut features: Vec<String> = billing_stripe::account::product_features(&client(stripe), id)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|f| f.entitlement_feature.lookup_key)
+        .collect();
+    features.sort();
+    features
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_renamed_feature_is_updated_and_a_feature_added_to_a_price_moves_it() {
+    let stripe = StripeDouble::start().await;
+    assert_eq!(init(&stripe, &[]).await.code, 0);
+    let basic = one(&stripe, Kind::Feature, "lookup_key", "billing_basic");
+    let old_monthly = one(&stripe, Kind::Price, "lookup_key", "billing_monthly");
+    let before = stripe.posts().len();
+
+    let text = billing_stripe::catalog::DEFAULT_TOML
+        .replacen(
+            "name = \"Billing basics\"",
+            "name = \"Billing essentials\"",
+            1,
+        )
+        .replacen(
+            "interval = \"month\"\n",
+            "interval = \"month\"\nfeatures = [\"priority_support\"]\n",
+            1,
+        );
+    let catalog = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(catalog.path(), text).unwrap();
+    let path = catalog.path().to_str().unwrap();
+    let run = init(&stripe, &["--catalog", path]).await;
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let old_id = old_monthly["id"].as_str().unwrap();
+    for line in [
+        format!(
+            "~ update feature billing_basic ({}): name \"Billing basics\" → \"Billing essentials\"",
+            basic["id"].as_str().unwrap()
+        ),
+        "+ create plan product billing.monthly (\"billing Monthly Plan\", for price billing_monthly)"
+            .to_owned(),
+        "+ attach feature priority_support".to_owned(),
+        format!(
+            "+ create price billing_monthly (5499 cad/month, \"Monthly Plan\") on product \
+             billing.monthly (new), taking the lookup key from {old_id}"
+        ),
+        format!("- archive price {old_id}"),
+        "~ update portal configuration".to_owned(),
+        "Plan: 4 to create, 2 to update, 1 to archive.".to_owned(),
+    ] {
+        assert!(run.stderr.contains(&line), "{line} in {}", run.stderr);
+    }
+    let new_posts: Vec<RecordedRequest> = stripe.posts().split_off(before);
+    assert_eq!(new_posts.len(), 7, "{new_posts:#?}");
+
+    assert_eq!(
+        one(&stripe, Kind::Feature, "lookup_key", "billing_basic")["name"],
+        "Billing essentials"
+    );
+    assert_eq!(stripe.objects(Kind::Feature).len(), 2);
+    let plan = one(&stripe, Kind::Product, "name", "billing Monthly Plan");
+    assert_eq!(plan["metadata"]["catalog_key"], "billing.monthly");
+    let monthly = one(&stripe, Kind::Price, "lookup_key", "billing_monthly");
+    assert_eq!(monthly["product"], plan["id"]);
+    assert_eq!(monthly["unit_amount"], 5499);
+    let archived = stripe
+        .objects(Kind::Price)
+        .into_iter()
+        .find(|p| p["id"] == old_id)
+        .unwrap();
+    assert_eq!(archived["active"], false);
+    // The portal now offers the new price on its product, not the archived one.
+    let products = our_portal(&stripe)["features"]["subscription_update"]["products"].clone();
+    let offered: Vec<(Value, Value)> = products
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|p| {
+            p["prices"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|price| (p["product"].clone(), price.clone()))
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    assert!(
+        offered.contains(&(plan["id"].clone(), monthly["id"].clone())),
+        "{offered:?}"
+    );
+    assert!(
+        !offered.iter().any(|(_, price)| price == old_id),
+        "{offered:?}"
+    );
+    assert_eq!(offered.len(), 3);
+
+    let again = init(&stripe, &["--catalog", path]).await;
+    assert!(again.stderr.contains("No changes."), "{}", again.stderr);
+    stripe.assert_no_violations();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_portal_configuration_edited_elsewhere_is_put_back() {
+    let stripe = StripeDouble::start().await;
+    assert_eq!(init(&stripe, &[]).await.code, 0);
+    let portal = our_portal(&stripe);
+    let id = portal["id"].as_str().unwrap().to_owned();
+    let mut features = portal["features"].clone();
+    features["subscription_update"]["proration_behavior"] = json!("none");
+    features["subscription_cancel"]["mode"] = json!("immediately");
+    features["invoice_history"]["enabled"] = json!(false);
+    stripe.patch(
+        Kind::BillingPortalConfiguration,
+        &id,
+        json!({"features": features}),
+    );
+
+    let run = status(&stripe, &[]).await;
+    assert_eq!(run.code, 1, "{}", run.stdout);
+    let line = format!(
+        "~ update portal configuration {id}: proration_behavior none → create_prorations, \
+         cancellation on (immediately) → on (at_period_end), invoice history off → on"
+    );
+    assert!(run.stdout.contains(&line), "{line} in {}", run.stdout);
+
+    let before = stripe.posts().len();
+    let run = init(&stripe, &[]).await;
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(run.stderr.contains(&line), "{}", run.stderr);
+    let new_posts: Vec<RecordedRequest> = stripe.posts().split_off(before);
+    assert_eq!(new_posts.len(), 1, "{new_posts:#?}");
+    assert_eq!(
+        new_posts[0].path,
+        format!("/v1/billing_portal/configurations/{id}")
+    );
+    let features = &our_portal(&stripe)["features"];
+    assert_eq!(
+        features["subscription_update"]["proration_behavior"],
+        "create_prorations"
+    );
+    assert_eq!(features["subscription_cancel"]["mode"], "at_period_end");
+    assert_eq!(features["invoice_history"]["enabled"], true);
+
+    // The same edit again is put back again (not answered from an idempotent replay).
+    let mut features = features.clone();
+    features["subscription_update"]["proration_behavior"] = json!("none");
+    features["subscription_cancel"]["mode"] = json!("immediately");
+    features["invoice_history"]["enabled"] = json!(false);
+    stripe.patch(
+        Kind::BillingPortalConfiguration,
+        &id,
+        json!({"features": features}),
+    );
+    assert_eq!(init(&stripe, &[]).await.code, 0);
+    assert_eq!(
+        our_portal(&stripe)["features"]["subscription_update"]["proration_behavior"],
+        "create_prorations"
+    );
+
+    // The catalog's proration and headline, and a return URL given later.
+    let catalog = catalog_with(
+        "proration_behavior = \"create_prorations\"",
+        "proration_behavior = \"always_invoice\"\nheadline = \"Your plan\"",
+    );
+    let run = setup_with(
+        &stripe,
+        &[
+            "init",
+            "--env",
+            "stage",
+            "--webhook-url",
+            URL,
+            "--catalog",
+            catalog.path().to_str().unwrap(),
+            "--return-url",
+            "https://app.example.com/account",
+        ],
+        Some("sk_test_double"),
+        Some("https://ignored.example.com"),
+    )
+    .await;
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(
+        run.stderr.contains(&format!(
+            "~ update portal configuration {id}: proration_behavior create_prorations → \
+             always_invoice, default_return_url none → https://app.example.com/account, headline \
+             none → \"Your plan\""
+        )),
+        "{}",
+        run.stderr
+    );
+    let portal = our_portal(&stripe);
+    assert_eq!(
+        portal["features"]["subscription_update"]["proration_behavior"],
+        "always_invoice"
+    );
+    assert_eq!(portal["business_profile"]["headline"], "Your plan");
+    assert_eq!(
+        portal["default_return_url"],
+        "https://app.example.com/account"
+    );
+    // Back to the built-in catalog: the headline is cleared.
+    let run = init(&stripe, &[]).await;
+    assert!(
+        run.stderr.contains("headline \"Your plan\" → none"),
+        "{}",
+        run.stderr
+    );
+    let portal = our_portal(&stripe);
+    assert!(
+        portal["business_profile"]["headline"].is_null()
+            || portal["business_profile"]["headline"] == "",
+        "{portal:#}"
+    );
+    assert!(init(&stripe, &[]).await.stderr.contains("No changes."));
+    stripe.assert_no_violations();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_feature_the_catalog_no_longer_grants_is_detached_not_archived() {
+    let stripe = StripeDouble::start().await;
+    assert_eq!(init(&stripe, &[]).await.code, 0);
+    let product = one(&stripe, Kind::Product, "name", "billing");
+    let before = stripe.posts().len();
+    let catalog = catalog_with("features = [\"billing_basic\"]\n", "");
+    let run = init(&stripe, &["--catalog", catalog.path().to_str().unwrap()]).await;
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let feature = one(&stripe, Kind::Feature, "lookup_key", "billing_basic");
+    let line = format!(
+        "- detach feature billing_basic ({}) from product billing ({})",
+        feature["id"].as_str().unwrap(),
+        product["id"].as_str().unwrap()
+    );
+    assert!(run.stderr.contains(&line), "{line} in {}", run.stderr);
+    // The plan product stops granting it too (it grants the product's features).
+    assert_eq!(
+        run.stderr
+            .matches("\n- detach feature billing_basic")
+            .count(),
+        2,
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr
+            .contains("Plan: 0 to create, 0 to update, 0 to archive, 2 to detach."),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(
+        stripe.posts().len(),
+        before,
+        "a detach is a DELETE, not a POST"
+    );
+    let deletes: Vec<RecordedRequest> = stripe
+        .requests()
+        .into_iter()
+        .filter(|r| r.method == "DELETE")
+        .collect();
+    assert_eq!(deletes.len(), 2, "{deletes:#?}");
+    assert_eq!(feature["active"], true, "the feature itself is kept");
+    assert!(attached(&stripe, &product).await.is_empty());
+    let plan = one(&stripe, Kind::Product, "name", "billing Annual Plan");
+    assert_eq!(attached(&stripe, &plan).await, ["priority_support"]);
+    let again = init(&stripe, &["--catalog", catalog.path().to_str().unwrap()]).await;
+    assert!(again.stderr.contains("No changes."), "{}", again.stderr);
+    stripe.assert_no_violations();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_second_run_changes_nothing_and_only_reads_each_list_once() {
     let stripe = StripeDouble::start().await;
     assert_eq!(init(&stripe, &[]).await.code, 0);
     let before = stripe.requests().len();
@@ -177,8 +669,9 @@ async fn a_second_run_changes_nothing_and_makes_three_reads() {
     assert!(second.iter().all(|r| r.method == "GET"), "{second:#?}");
     assert_eq!(
         second.len(),
-        3,
-        "a no-op run reads products, prices and endpoints once each"
+        8,
+        "a no-op run reads products, prices, endpoints, the two features, the two products' \
+         features and the portal configurations once each: {second:#?}"
     );
     assert_eq!(stripe.objects(Kind::Price).len(), 3);
     stripe.assert_no_violations();
@@ -198,7 +691,7 @@ async fn a_changed_amount_transfers_the_lookup_key_and_archives_the_old_price() 
     assert_eq!(run.code, 0, "{}", run.stderr);
     assert!(
         run.stderr
-            .contains("Plan: 1 to create, 0 to update, 1 to archive."),
+            .contains("Plan: 1 to create, 1 to update, 1 to archive."),
         "{}",
         run.stderr
     );
@@ -210,7 +703,8 @@ async fn a_changed_amount_transfers_the_lookup_key_and_archives_the_old_price() 
     );
 
     let new_posts: Vec<RecordedRequest> = stripe.posts().split_off(before);
-    assert_eq!(new_posts.len(), 2, "{new_posts:#?}");
+    // The new price, the old one archived, the portal offering the new one instead.
+    assert_eq!(new_posts.len(), 3, "{new_posts:#?}");
     assert_eq!(new_posts[0].path, "/v1/prices");
     assert_eq!(new_posts[0].params["unit_amount"], 5999);
     assert_eq!(new_posts[0].params["lookup_key"], "billing_monthly");
@@ -272,7 +766,7 @@ async fn dry_run_writes_nothing() {
     let run = init(&stripe, &["--dry-run"]).await;
     assert_eq!(run.code, 0, "{}", run.stderr);
     assert!(
-        run.stderr.contains("Plan: 5 to create")
+        run.stderr.contains("Plan: 12 to create")
             && run.stderr.contains("Dry run: nothing was changed.")
     );
     assert!(stripe.posts().is_empty());
@@ -323,7 +817,7 @@ async fn status_exits_zero_only_when_the_account_matches() {
     assert_eq!(run.code, 1);
     assert!(
         run.stdout
-            .contains("Plan: 1 to create, 0 to update, 1 to archive."),
+            .contains("Plan: 1 to create, 1 to update, 1 to archive."),
         "{}",
         run.stdout
     );
@@ -477,6 +971,23 @@ async fn bad_keys_urls_and_catalogs_are_refused_before_any_request() {
             "lookup_key = \"billing_daily\"",
             "duplicate lookup key 'billing_daily'",
         ),
+        (
+            "features = [\"priority_support\"]",
+            "features = [\"priority_support\", \"gold_support\"]",
+            "the price 'annual' grants the feature 'gold_support', which no [[features]] entry \
+             defines",
+        ),
+        (
+            "lookup_key = \"priority_support\"",
+            "lookup_key = \"billing_basic\"",
+            "duplicate feature lookup key 'billing_basic'",
+        ),
+        (
+            "proration_behavior = \"create_prorations\"",
+            "proration_behavior = \"prorate\"",
+            "unknown proration_behavior 'prorate' (expected create_prorations, none or \
+             always_invoice)",
+        ),
     ] {
         let catalog = catalog_with(from, to);
         let path = catalog.path().to_str().unwrap();
@@ -497,6 +1008,20 @@ async fn bad_keys_urls_and_catalogs_are_refused_before_any_request() {
             run.stderr
         );
     }
+    let run = setup_with(
+        &stripe,
+        &["init", "--env", "stage", "--webhook-url", URL],
+        Some("sk_test_x"),
+        Some("app.example.com"),
+    )
+    .await;
+    assert_eq!(run.code, 1);
+    assert!(
+        run.stderr
+            .contains("invalid return URL 'app.example.com' (--return-url or FRONTEND_URL)"),
+        "{}",
+        run.stderr
+    );
     assert_eq!(
         stripe.requests().len(),
         before,
@@ -543,7 +1068,14 @@ async fn a_refusal_names_the_object_and_what_was_done_and_a_rerun_finishes_the_j
     stripe.fail_next("POST", "/v1/webhook_endpoints", 400, 1);
     let run = init(&stripe, &[]).await;
     assert_eq!(run.code, 1);
-    assert!(run.stderr.contains("+ create webhook endpoint https://billing.example.com/webhook/stripe (18 events) failed"), "{}", run.stderr);
+    assert!(
+        run.stderr.contains(&format!(
+            "+ create webhook endpoint https://billing.example.com/webhook/stripe ({} events) failed",
+            events()
+        )),
+        "{}",
+        run.stderr
+    );
     assert!(
         run.stderr
             .contains("Stripe refused the request (400): Injected fault"),
@@ -551,7 +1083,9 @@ async fn a_refusal_names_the_object_and_what_was_done_and_a_rerun_finishes_the_j
         run.stderr
     );
     assert!(
-        run.stderr.contains("Already done: created product billing"),
+        run.stderr
+            .contains("Already done: created feature billing_basic")
+            && run.stderr.contains("created product billing ("),
         "{}",
         run.stderr
     );
@@ -564,16 +1098,17 @@ async fn a_refusal_names_the_object_and_what_was_done_and_a_rerun_finishes_the_j
     let before = stripe.posts().len();
     let run = init(&stripe, &[]).await;
     assert_eq!(run.code, 0, "{}", run.stderr);
+    // The endpoint, and the portal configuration that comes after it.
     assert!(
         run.stderr
-            .contains("Plan: 1 to create, 0 to update, 0 to archive."),
+            .contains("Plan: 2 to create, 0 to update, 0 to archive."),
         "{}",
         run.stderr
     );
     let new_posts: Vec<RecordedRequest> = stripe.posts().split_off(before);
-    assert_eq!(new_posts.len(), 1);
+    assert_eq!(new_posts.len(), 2);
     assert!(run.stdout.starts_with("STRIPE_WEBHOOK_SECRET=whsec_"));
-    assert_eq!(stripe.objects(Kind::Product).len(), 1);
+    assert_eq!(stripe.objects(Kind::Product).len(), 2);
     assert_eq!(stripe.objects(Kind::Price).len(), 3);
     stripe.assert_no_violations();
 }
@@ -595,7 +1130,16 @@ async fn environments_are_kept_apart() {
     )
     .await;
     assert_eq!(run.code, 0, "{}", run.stderr);
-    assert_eq!(stripe.objects(Kind::Product).len(), 2);
+    // Each its product and plan product, endpoint and portal configuration; features are the
+    // account's, shared.
+    assert_eq!(stripe.objects(Kind::Product).len(), 4);
     assert_eq!(stripe.objects(Kind::WebhookEndpoint).len(), 2);
+    assert_eq!(stripe.objects(Kind::Feature).len(), 2);
+    let portals = stripe
+        .objects(Kind::BillingPortalConfiguration)
+        .into_iter()
+        .filter(|c| c["metadata"]["catalog_key"] == "portal")
+        .count();
+    assert_eq!(portals, 2);
     stripe.assert_no_violations();
 }

@@ -45,7 +45,7 @@ class Handler(BaseHTTPRequestHandler):
             expected = hmac.new(SECRET, t[0].encode() + b"." + body, hashlib.sha256).hexdigest()
             ok = any(hmac.compare_digest(expected, sig) for sig in v1)
         event = json.loads(body) if ok else {}
-        ok = ok and event.get("object") == "event" and event["data"]["object"].get("id")
+        ok = ok and event.get("object") == "event" and event["data"]["object"].get("object")
         with lock:
             stats["connections"].add(self.client_address)
             if ok:

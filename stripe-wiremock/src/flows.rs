@@ -6,6 +6,12 @@
 //! These objects and events carry the real time (not the store's fake clock), because the service
 //! orders what webhooks tell it by `created`, against events and clocks of the real world.
 //!
+//! Entitlements follow subscriptions here, as in Stripe: every change of a subscription (paying
+//! a session, the portal's switch and cancellation, [`set_subscription_status`]) recomputes its
+//! customer's active entitlements ([`recompute_entitlements`]) and, if they changed, adds an
+//! `entitlements.active_entitlement_summary.updated` event after the subscription's. The portal's
+//! actions follow the configuration their session runs under.
+//!
 //! Not modelled: trials (a session created with `subscription_data[trial_period_days]` or
 //! `[trial_end]` is refused at payment), inline `price_data` line items, `setup` mode, taxes,
 //! discounts, proration invoices, payment intents and payment methods as objects (their ids
@@ -597,13 +603,19 @@ pub fn complete_checkout(
         Kind::CheckoutSession,
         session_id.to_owned(),
     ));
-    Ok(events
+    let mut events: Vec<Value> = events
         .into_iter()
         .map(|(event_type, kind, id)| {
             let object = store.get(kind, &id).cloned().unwrap_or_default();
             emit(store, event_type, &object, None, now)
         })
-        .collect())
+        .collect();
+    if mode == "subscription"
+        && let Some(customer) = &customer_id
+    {
+        events.extend(recompute_entitlements(store, customer));
+    }
+    Ok(events)
 }
 
 /// The subscription `subscription_id`, if the portal session `portal_session_id` may change it:
@@ -633,6 +645,14 @@ fn portal_subscription(
         ));
     }
     Ok(subscription.clone())
+}
+
+/// The configuration the portal session runs under, if the double knows it (a session made
+/// through the API always names one: its `configuration`, or the default one).
+fn session_configuration(store: &Store, portal_session_id: &str) -> Option<Value> {
+    let session = store.get(Kind::BillingPortalSession, portal_session_id)?;
+    let id = id_of(&session["configuration"])?;
+    store.get(Kind::BillingPortalConfiguration, id).cloned()
 }
 
 /// The end of the subscription's current period: on its first item since API version
@@ -667,6 +687,163 @@ fn update_subscription(store: &mut Store, before: &Value, changes: &Value) -> Ve
     )]
 }
 
+/// The type of the event Stripe sends when a customer's active entitlements change.
+pub const ENTITLEMENT_SUMMARY_UPDATED: &str = "entitlements.active_entitlement_summary.updated";
+
+/// Brings the customer's active entitlements in line with its subscriptions, as Stripe does
+/// whenever one of them changes: one [`Kind::ActiveEntitlement`] per feature attached to the
+/// product of an item of a subscription in an [`ENTITLING_STATUSES`](crate::store::ENTITLING_STATUSES)
+/// status. An entitlement that stays keeps its id. If the set changed, returns the
+/// `entitlements.active_entitlement_summary.updated` event (stored, like every event), whose
+/// summary carries the first entitlements in list order, up to the summary limit, and
+/// `has_more`; otherwise nothing.
+pub fn recompute_entitlements(store: &mut Store, customer: &str) -> Vec<Value> {
+    let wanted = store.entitled_features(customer);
+    let current: Vec<(String, String)> = store
+        .entitlements_of(customer)
+        .iter()
+        .map(|e| {
+            (
+                e["id"].as_str().unwrap_or_default().to_owned(),
+                e["feature"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect();
+    let unchanged = wanted.len() == current.len()
+        && current.iter().all(|(_, feature)| wanted.contains(feature));
+    if unchanged {
+        return Vec::new();
+    }
+    for (id, feature) in &current {
+        if !wanted.contains(feature) {
+            store.remove(Kind::ActiveEntitlement, id);
+            store.entitlement_customers.remove(id);
+        }
+    }
+    for feature in &wanted {
+        if current.iter().any(|(_, f)| f == feature) {
+            continue;
+        }
+        let lookup_key = store
+            .get(Kind::Feature, feature)
+            .map(|f| f["lookup_key"].clone())
+            .unwrap_or_else(|| json!(""));
+        let id = store.mint(Kind::ActiveEntitlement.prefix());
+        store.insert(
+            Kind::ActiveEntitlement,
+            json!({
+                "id": id,
+                "object": "entitlements.active_entitlement",
+                "feature": feature,
+                "livemode": false,
+                "lookup_key": lookup_key,
+            }),
+        );
+        store.entitlement_customers.insert(id, customer.to_owned());
+    }
+    let entitlements = store.entitlements_of(customer);
+    let limit = store.summary_limit();
+    let summary = json!({
+        "object": "entitlements.active_entitlement_summary",
+        "customer": customer,
+        "entitlements": {
+            "object": "list",
+            "data": entitlements.iter().take(limit).collect::<Vec<_>>(),
+            "has_more": entitlements.len() > limit,
+            "url": format!("/v1/customer/{customer}/entitlements"),
+        },
+        "livemode": false,
+    });
+    vec![emit(
+        store,
+        ENTITLEMENT_SUMMARY_UPDATED,
+        &summary,
+        None,
+        now(),
+    )]
+}
+
+/// Ends the subscription now (`canceled`, `ended_at`), with `customer.subscription.deleted`,
+/// then the customer's entitlements follow.
+fn end_subscription(store: &mut Store, subscription: &Value, reason: &str) -> Vec<Value> {
+    let id = subscription["id"].as_str().unwrap_or_default();
+    let now = now();
+    let canceled_at = match &subscription["canceled_at"] {
+        Value::Null => json!(now),
+        at => at.clone(),
+    };
+    let changes = json!({
+        "status": "canceled",
+        "ended_at": now,
+        "canceled_at": canceled_at,
+        "cancellation_details": { "comment": null, "feedback": null, "reason": reason },
+    });
+    let Some(after) = store.patch(Kind::Subscription, id, &changes) else {
+        return Vec::new();
+    };
+    let mut events = vec![emit(
+        store,
+        "customer.subscription.deleted",
+        &after,
+        None,
+        now,
+    )];
+    if let Some(customer) = id_of(&after["customer"]) {
+        events.extend(recompute_entitlements(store, customer));
+    }
+    events
+}
+
+/// [`update_subscription`], then the customer's entitlements follow.
+fn update_and_entitle(store: &mut Store, before: &Value, changes: &Value) -> Vec<Value> {
+    let mut events = update_subscription(store, before, changes);
+    if let Some(customer) = id_of(&before["customer"]) {
+        events.extend(recompute_entitlements(store, customer));
+    }
+    events
+}
+
+/// Moves a subscription to `status` as Stripe's billing does on its own (a renewal failing:
+/// `past_due`; retries exhausted: `unpaid` or `canceled`; paid again: `active`). See
+/// [`crate::Api::set_subscription_status`].
+pub fn set_subscription_status(
+    store: &mut Store,
+    subscription_id: &str,
+    status: &str,
+) -> Result<Vec<Value>, String> {
+    let subscription = store
+        .get(Kind::Subscription, subscription_id)
+        .cloned()
+        .ok_or_else(|| format!("No such subscription: '{subscription_id}'"))?;
+    let current = subscription["status"].as_str().unwrap_or_default();
+    if matches!(current, "canceled" | "incomplete_expired") {
+        return Err(format!(
+            "The subscription '{subscription_id}' has ended (its status is `{current}`)."
+        ));
+    }
+    if current == status {
+        return Ok(Vec::new());
+    }
+    match status {
+        "active" | "past_due" | "unpaid" => Ok(update_and_entitle(
+            store,
+            &subscription,
+            &json!({ "status": status }),
+        )),
+        "canceled" => {
+            let reason = match current {
+                "past_due" | "unpaid" => "payment_failed",
+                _ => "cancellation_requested",
+            };
+            Ok(end_subscription(store, &subscription, reason))
+        }
+        other => Err(format!(
+            "The Stripe double moves subscriptions to `active`, `past_due`, `unpaid` or \
+             `canceled`, not `{other}`."
+        )),
+    }
+}
+
 /// The portal's "cancel plan" (`cancel = true`) and "renew plan" (`false`). See
 /// [`crate::Api::portal_cancel_at_period_end`].
 pub fn portal_cancel_at_period_end(
@@ -676,6 +853,23 @@ pub fn portal_cancel_at_period_end(
     cancel: bool,
 ) -> Result<Vec<Value>, String> {
     let subscription = portal_subscription(store, portal_session_id, subscription_id)?;
+    if cancel && let Some(configuration) = session_configuration(store, portal_session_id) {
+        let feature = &configuration["features"]["subscription_cancel"];
+        if feature["enabled"] != true {
+            return Err(format!(
+                "The portal configuration '{}' does not let customers cancel \
+                 (features.subscription_cancel.enabled is false).",
+                configuration["id"].as_str().unwrap_or_default()
+            ));
+        }
+        if feature["mode"] == "immediately" {
+            return Ok(end_subscription(
+                store,
+                &subscription,
+                "cancellation_requested",
+            ));
+        }
+    }
     if subscription["cancel_at_period_end"] == cancel {
         return Ok(Vec::new());
     }
@@ -694,7 +888,48 @@ pub fn portal_cancel_at_period_end(
             "cancellation_details": { "comment": null, "feedback": null, "reason": null },
         })
     };
-    Ok(update_subscription(store, &subscription, &changes))
+    // Still `active` until the period ends, so the entitlements stay.
+    Ok(update_and_entitle(store, &subscription, &changes))
+}
+
+/// Whether the portal configuration lets the customer switch to `price`: subscription updates
+/// enabled, `price` among `default_allowed_updates`, and, where `products` lists them, the price
+/// under its product (`null` products, the double's default configuration, allow any price).
+fn configuration_allows(configuration: &Value, price: &Value) -> Result<(), String> {
+    let id = configuration["id"].as_str().unwrap_or_default();
+    let price_id = price["id"].as_str().unwrap_or_default();
+    let update = &configuration["features"]["subscription_update"];
+    if update["enabled"] != true {
+        return Err(format!(
+            "The portal configuration '{id}' does not let customers update subscriptions \
+             (features.subscription_update.enabled is false)."
+        ));
+    }
+    let prices_allowed = update["default_allowed_updates"]
+        .as_array()
+        .is_some_and(|updates| updates.iter().any(|u| u == "price"));
+    if !prices_allowed {
+        return Err(format!(
+            "The portal configuration '{id}' does not let customers change prices \
+             (`price` is not in features.subscription_update.default_allowed_updates)."
+        ));
+    }
+    if let Some(products) = update["products"].as_array() {
+        let product = id_of(&price["product"]);
+        let offered = products.iter().any(|p| {
+            p["product"].as_str() == product
+                && p["prices"]
+                    .as_array()
+                    .is_some_and(|prices| prices.iter().any(|p| p == price_id))
+        });
+        if !offered {
+            return Err(format!(
+                "The portal configuration '{id}' does not offer the price '{price_id}' \
+                 (features.subscription_update.products)."
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// The portal's "update plan". See [`crate::Api::portal_switch_price`].
@@ -730,6 +965,10 @@ pub fn portal_switch_price(
             items.len()
         ));
     };
+    let configuration = session_configuration(store, portal_session_id);
+    if let Some(configuration) = &configuration {
+        configuration_allows(configuration, &price)?;
+    }
     if item["price"]["id"] == price_id {
         return Ok(Vec::new());
     }
@@ -744,8 +983,14 @@ pub fn portal_switch_price(
     // invoices at once; that invoice is not modelled). Otherwise the period stays.
     let same_interval = item["price"]["recurring"]["interval"] == price["recurring"]["interval"]
         && item["price"]["recurring"]["interval_count"] == price["recurring"]["interval_count"];
+    // A configuration's `billing_cycle_anchor: now` restarts the period on every switch. Its
+    // `proration_behavior` changes nothing here: the double makes no proration items or
+    // invoices, whichever it is.
+    let anchor_now = configuration
+        .as_ref()
+        .is_some_and(|c| c["features"]["subscription_update"]["billing_cycle_anchor"] == "now");
     let mut changes = json!({});
-    if !same_interval {
+    if !same_interval || anchor_now {
         let now = now();
         item["current_period_start"] = json!(now);
         item["current_period_end"] = json!(now + period);
@@ -756,7 +1001,7 @@ pub fn portal_switch_price(
     let mut list = subscription["items"].clone();
     list["data"] = json!([item]);
     changes["items"] = list;
-    Ok(update_subscription(store, &subscription, &changes))
+    Ok(update_and_entitle(store, &subscription, &changes))
 }
 
 #[cfg(test)]

@@ -16,7 +16,8 @@
 //! - [`form`]: Stripe's bracket notation (`a[b][0]=x`) decoded into JSON, coerced by schema.
 //! - [`schema`]: the request schemas from `shared/stripe-openapi/requests.json`.
 //! - [`store`]: the objects and Stripe's behaviour on them (filters, pagination, lookup keys).
-//! - [`flows`]: Checkout and the portal, as the customer drives them, and the events they send.
+//! - [`flows`]: Checkout and the portal, as the customer drives them, and the events they send;
+//!   the customer's active entitlements following every change of its subscriptions.
 //!
 //! ```no_run
 //! # async fn demo() {
@@ -138,15 +139,9 @@ impl Api {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Answers one Stripe API request as the double does over HTTP: the request is checked
-    /// against Stripe's schema (what Stripe would refuse is refused, and recorded as a
-    /// violation), recorded, failed if a fault is pending ([`fail_next`](Self::fail_next)),
-    /// replayed if its `Idempotency-Key` was seen, and otherwise answered by the store.
-    ///
-    /// `raw` is the query string for GET (without `?`) and the form body otherwise; header names
-    /// are lower case.
     /// [`answer`](Self::answer) for a request as an HTTP server hands it over (wiremock's, or
-    /// the local Stripe's axum): the query is what a GET carries, the body what others do.
+    /// the local Stripe's axum): the query is what a GET carries (and a DELETE without a body),
+    /// the body what others do.
     pub fn answer_http(
         &self,
         method: &str,
@@ -164,13 +159,24 @@ impl Api {
                 )
             })
             .collect();
-        let raw = match method.eq_ignore_ascii_case("GET") {
+        // A GET carries its parameters in the query, and so does a DELETE (Stripe's clients send
+        // a DELETE's few parameters there, async-stripe none at all); others in the body.
+        let in_query = method.eq_ignore_ascii_case("GET")
+            || (method.eq_ignore_ascii_case("DELETE") && body.is_empty());
+        let raw = match in_query {
             true => query.unwrap_or_default().as_bytes(),
             false => body,
         };
         self.answer(method, path, raw, &headers)
     }
 
+    /// Answers one Stripe API request as the double does over HTTP: the request is checked
+    /// against Stripe's schema (what Stripe would refuse is refused, and recorded as a
+    /// violation), recorded, failed if a fault is pending ([`fail_next`](Self::fail_next)),
+    /// replayed if its `Idempotency-Key` was seen, and otherwise answered by the store.
+    ///
+    /// `raw` is the query string for GET (without `?`) and the form body otherwise; header names
+    /// are lower case.
     pub fn answer(
         &self,
         method: &str,
@@ -320,7 +326,8 @@ impl Api {
     /// subscription of the session's recurring prices with `subscription_data[metadata]`, its
     /// paid invoice and the charge, and completes the session. Events: `customer.created` (for
     /// a new customer), `charge.succeeded`, `invoice.paid`, `customer.subscription.created`,
-    /// `checkout.session.completed`.
+    /// `checkout.session.completed`, then `entitlements.active_entitlement_summary.updated` if
+    /// the prices' products have features attached (the customer's entitlements changed).
     ///
     /// `payment` mode is paid minimally: a charge (no invoice), a customer only if the session
     /// names one or was created with `customer_creation=always`; events `customer.created` (if
@@ -342,8 +349,14 @@ impl Api {
     /// portal session's customer: sets `cancel_at_period_end` (and `cancel_at` to the period's
     /// end, `canceled_at`, `cancellation_details.reason`) and returns
     /// `[customer.subscription.updated]` with `data.previous_attributes`; no event if nothing
-    /// changes. Errors: an unknown portal session or subscription, another customer's
+    /// changes. The subscription stays `active`, and so do its entitlements, until the period
+    /// ends. Errors: an unknown portal session or subscription, another customer's
     /// subscription, one that has ended.
+    ///
+    /// The session's portal configuration is followed: cancelling is refused unless its
+    /// `features.subscription_cancel.enabled`, and with `mode: immediately` the subscription ends
+    /// at once instead (`[customer.subscription.deleted]`, then the entitlements summary if the
+    /// customer's entitlements changed; see [`set_subscription_status`](Self::set_subscription_status)).
     pub fn portal_cancel_at_period_end(
         &self,
         portal_session_id: &str,
@@ -361,9 +374,17 @@ impl Api {
     /// The customer portal's "update plan": the subscription's (single) item gets `price_id`,
     /// which must exist, be active, recurring and in the subscription's currency. A different
     /// interval starts a new period now; no proration invoice is made. Returns
-    /// `[customer.subscription.updated]` with the old `items` as `previous_attributes`; no
-    /// event if the subscription already has that price. Errors as
+    /// `[customer.subscription.updated]` with the old `items` as `previous_attributes`, then
+    /// `entitlements.active_entitlement_summary.updated` if the new price's product grants other
+    /// features; no event if the subscription already has that price. Errors as
     /// [`portal_cancel_at_period_end`](Self::portal_cancel_at_period_end), and for the price.
+    ///
+    /// The session's portal configuration (the `configuration` it was created with) is
+    /// followed: the switch is refused unless `features.subscription_update` is enabled with
+    /// `price` among its `default_allowed_updates` and, where it lists `products`, the price is
+    /// listed under its product (the double's default configuration lists none: any price).
+    /// Its `billing_cycle_anchor: now` starts a new period at every switch; its
+    /// `proration_behavior` has no effect, as the double makes no proration items.
     pub fn portal_switch_price(
         &self,
         portal_session_id: &str,
@@ -376,6 +397,40 @@ impl Api {
             subscription_id,
             price_id,
         )
+    }
+
+    /// Stripe's billing moving a subscription on its own: `past_due` (a renewal payment
+    /// failed), `unpaid` (retries exhausted, the subscription kept), `canceled` (ended now:
+    /// `ended_at`, `cancellation_details.reason` `payment_failed` from `past_due`/`unpaid`,
+    /// else `cancellation_requested`), or `active` again (paid). Returns
+    /// `[customer.subscription.updated]` (with `previous_attributes.status`), or
+    /// `[customer.subscription.deleted]` for `canceled`, then
+    /// `entitlements.active_entitlement_summary.updated` when the customer's entitlements
+    /// change (see [`store::ENTITLING_STATUSES`]: `past_due` keeps them, `unpaid` and
+    /// `canceled` lose them); no event if the status is already `status`. Errors: an unknown or
+    /// ended subscription, another status. No invoice or charge is made.
+    pub fn set_subscription_status(
+        &self,
+        subscription_id: &str,
+        status: &str,
+    ) -> Result<Vec<Value>, String> {
+        flows::set_subscription_status(&mut self.lock().store, subscription_id, status)
+    }
+
+    /// Recomputes the customer's active entitlements from its subscriptions now, as Stripe does
+    /// whenever one of them changes: for subscriptions a test [`insert`](Self::insert)ed or
+    /// [`patch`](Self::patch)ed, which change nothing else. Returns the
+    /// `entitlements.active_entitlement_summary.updated` event if the entitlements changed.
+    pub fn recompute_entitlements(&self, customer_id: &str) -> Vec<Value> {
+        flows::recompute_entitlements(&mut self.lock().store, customer_id)
+    }
+
+    /// How many entitlements an `entitlements.active_entitlement_summary.updated` event carries
+    /// from now on (Stripe's is [`store::SUMMARY_ENTITLEMENTS_LIMIT`]): a customer with more has
+    /// `has_more: true` in the summary, and the rest only through
+    /// `GET /v1/entitlements/active_entitlements`.
+    pub fn set_summary_entitlements_limit(&self, limit: usize) {
+        self.lock().store.summary_entitlements_limit = Some(limit);
     }
 
     /// The stored objects of a kind, oldest first, as the API would return them (endpoint
@@ -425,25 +480,39 @@ impl Api {
     /// Creates an object directly, as set-up (not recorded, not checked). `params` are the
     /// decoded form parameters the API would take, e.g. `{"name": "billing"}` for a product.
     /// Returns the object, or Stripe's error body.
+    ///
+    /// A product feature names its product in `params["product"]` (the path parameter):
+    /// `{"product": "prod_...", "entitlement_feature": "feat_..."}`.
     pub fn create(&self, kind: Kind, params: Value) -> Result<Value, Value> {
         let path = match kind {
-            Kind::Product => "/v1/products",
-            Kind::Price => "/v1/prices",
-            Kind::WebhookEndpoint => "/v1/webhook_endpoints",
-            Kind::Customer => "/v1/customers",
-            Kind::CheckoutSession => "/v1/checkout/sessions",
-            Kind::BillingPortalSession => "/v1/billing_portal/sessions",
-            // Made by Stripe (events) or by Checkout and billing (subscriptions, their schedules,
-            // charges, invoices) here: tests insert them.
+            Kind::Product => "/v1/products".to_owned(),
+            Kind::Price => "/v1/prices".to_owned(),
+            Kind::WebhookEndpoint => "/v1/webhook_endpoints".to_owned(),
+            Kind::Customer => "/v1/customers".to_owned(),
+            Kind::CheckoutSession => "/v1/checkout/sessions".to_owned(),
+            Kind::BillingPortalSession => "/v1/billing_portal/sessions".to_owned(),
+            Kind::Feature => "/v1/entitlements/features".to_owned(),
+            Kind::BillingPortalConfiguration => "/v1/billing_portal/configurations".to_owned(),
+            Kind::ProductFeature => format!(
+                "/v1/products/{}/features",
+                params["product"].as_str().unwrap_or_default()
+            ),
+            // Made by Stripe (events, entitlements) or by Checkout and billing (subscriptions,
+            // their schedules, charges, invoices) here: tests insert them.
             Kind::Event
             | Kind::Subscription
             | Kind::Charge
             | Kind::Invoice
-            | Kind::SubscriptionSchedule => {
+            | Kind::SubscriptionSchedule
+            | Kind::ActiveEntitlement => {
                 return Err(store::error(400, "use insert for this kind", None, None).1);
             }
         };
-        match self.lock().store.handle("POST", path, &params) {
+        let mut params = params;
+        if let (Kind::ProductFeature, Value::Object(map)) = (kind, &mut params) {
+            map.remove("product");
+        }
+        match self.lock().store.handle("POST", &path, &params) {
             (200, object) => Ok(object),
             (_, error) => Err(error),
         }
@@ -608,6 +677,20 @@ impl StripeDouble {
     /// Delays every response by `delay` (`None` to stop), to exercise timeouts.
     pub fn set_delay(&self, delay: Option<Duration>) {
         self.api.lock().delay = delay;
+    }
+
+    /// See [`Api::set_summary_entitlements_limit`].
+    pub fn set_summary_entitlements_limit(&self, limit: usize) {
+        self.api.set_summary_entitlements_limit(limit);
+    }
+
+    /// See [`Api::set_subscription_status`].
+    pub fn set_subscription_status(
+        &self,
+        subscription_id: &str,
+        status: &str,
+    ) -> Result<Vec<Value>, String> {
+        self.api.set_subscription_status(subscription_id, status)
     }
 
     /// Seeds the account as `stripe-setup init` leaves it with the built-in catalog: the

@@ -5,7 +5,7 @@
 //! (`stripe-openapi/requests.json`) and embedded at compile time. Two adjustments are made when
 //! they are loaded, both towards how the live API behaves:
 //! - every object schema that lists its properties refuses unknown ones, at every depth (Stripe
-//!   answers "Received unknown parameter: recurring[foo]");
+//!   answers "Received unknown parameter: recurring\[foo\]");
 //! - the API versions in [`NEWER_API_VERSIONS`] are accepted as `api_version`, because the spec
 //!   snapshot is older than the version async-stripe is generated for.
 
@@ -26,6 +26,11 @@ static EXTRA_REQUESTS_JSON: &str = include_str!("../stripe-openapi/requests.extr
 /// `1.0.0-rc.10` (and so `billing_stripe::API_VERSION`) is generated for the first.
 pub const NEWER_API_VERSIONS: &[&str] = &["2026-09-30.endive"];
 
+/// Query parameters spec3 marks required, which the `query` format of `requests.json` (one
+/// schema per parameter) cannot say: `(method, path, parameters)`.
+const REQUIRED_QUERY: &[(&str, &str, &[&str])] =
+    &[("GET", "/v1/entitlements/active_entitlements", &["customer"])];
+
 /// One operation of the spec, with its parameter schema compiled.
 pub struct Operation {
     pub method: String,
@@ -36,10 +41,11 @@ pub struct Operation {
 }
 
 impl Operation {
-    /// Whether this operation creates an object (a POST on a collection), and so must carry an
-    /// `Idempotency-Key` for a retry to be safe.
+    /// Whether this operation creates an object (a POST on a collection: its path ends in a
+    /// name, not an id, like `/v1/prices` or `/v1/products/{product}/features`), and so must
+    /// carry an `Idempotency-Key` for a retry to be safe.
     pub fn creates(&self) -> bool {
-        self.method == "POST" && !self.path.contains('{')
+        self.method == "POST" && !self.path.ends_with('}')
     }
 
     fn matches(&self, method: &str, path: &str) -> bool {
@@ -110,10 +116,17 @@ fn load(text: &str) -> Vec<Operation> {
             let path = op["path"].as_str().expect("operation path").to_owned();
             let mut schema = if method == "GET" {
                 let properties = op.get("query").filter(|q| q.is_object()).cloned();
-                json!({
+                let mut schema = json!({
                     "type": "object",
                     "properties": properties.unwrap_or_else(|| json!({})),
-                })
+                });
+                if let Some((_, _, required)) = REQUIRED_QUERY
+                    .iter()
+                    .find(|(m, p, _)| *m == method && *p == path)
+                {
+                    schema["required"] = json!(required);
+                }
+                schema
             } else {
                 op.get("form")
                     .filter(|f| f.is_object())
@@ -205,6 +218,26 @@ mod tests {
             "/v1/prices/{price}"
         );
         assert!(find("DELETE", "/v1/prices/price_1").is_none());
+        let delete = find("DELETE", "/v1/products/prod_1/features/prodft_1").unwrap();
+        assert_eq!(delete.path, "/v1/products/{product}/features/{id}");
+        assert!(delete.check(b"").1.is_empty());
+        assert_eq!(delete.check(b"expand[0]=x").1.len(), 1);
+        // A POST on a collection under an object creates; one on an object updates.
+        assert!(
+            find("POST", "/v1/products/prod_1/features")
+                .unwrap()
+                .creates()
+        );
+        assert!(
+            !find("POST", "/v1/entitlements/features/feat_1")
+                .unwrap()
+                .creates()
+        );
+        assert!(
+            find("POST", "/v1/billing_portal/configurations")
+                .unwrap()
+                .creates()
+        );
         assert!(find("GET", "/v1/prices/").is_none());
         assert!(find("POST", "/v1/prices").unwrap().creates());
         assert!(!find("POST", "/v1/prices/price_1").unwrap().creates());
@@ -253,5 +286,89 @@ mod tests {
         assert!(errors.is_empty(), "{errors:?}");
         let (_, errors) = create.check(b"url=https://x.test/w&enabled_events[0]=no.such.event");
         assert_eq!(errors.len(), 1);
+    }
+
+    #[test]
+    fn checks_the_entitlements_and_portal_configuration_operations() {
+        let create = find("POST", "/v1/entitlements/features").unwrap();
+        let (_, errors) = create.check(b"name=Seats&lookup_key=seats&metadata[tier]=pro");
+        assert!(errors.is_empty(), "{errors:?}");
+        // Both are required, and 80 characters at most.
+        assert_eq!(create.check(b"name=Seats").1.len(), 1);
+        let long = format!("name=Seats&lookup_key={}", "k".repeat(81));
+        assert_eq!(create.check(long.as_bytes()).1.len(), 1);
+        // The lookup key cannot be changed.
+        let update = find("POST", "/v1/entitlements/features/feat_1").unwrap();
+        assert!(update.check(b"name=S&active=false&metadata=").1.is_empty());
+        assert_eq!(update.check(b"lookup_key=other").1.len(), 1);
+
+        let list = find("GET", "/v1/entitlements/features").unwrap();
+        let (params, errors) = list.check(b"archived=true&lookup_key=seats&limit=5");
+        assert!(errors.is_empty(), "{errors:?}");
+        assert_eq!(params["archived"], true);
+        assert_eq!(list.check(b"active=true").1.len(), 1);
+
+        // spec3's required `customer`, which the snapshot's format cannot carry.
+        let active = find("GET", "/v1/entitlements/active_entitlements").unwrap();
+        assert!(active.check(b"customer=cus_1&limit=2").1.is_empty());
+        assert_eq!(active.check(b"limit=2").1.len(), 1);
+
+        let attach = find("POST", "/v1/products/prod_1/features").unwrap();
+        assert_eq!(attach.path, "/v1/products/{product}/features");
+        assert!(attach.check(b"entitlement_feature=feat_1").1.is_empty());
+        assert_eq!(attach.check(b"feature=feat_1").1.len(), 2);
+        let listed = find("GET", "/v1/products/prod_1/features").unwrap();
+        assert!(
+            listed
+                .check(b"limit=3&starting_after=prodft_1")
+                .1
+                .is_empty()
+        );
+
+        let portal = find("POST", "/v1/billing_portal/configurations").unwrap();
+        let (params, errors) = portal.check(
+            b"features[subscription_update][enabled]=true\
+              &features[subscription_update][default_allowed_updates][0]=price\
+              &features[subscription_update][products][0][product]=prod_1\
+              &features[subscription_update][products][0][prices][0]=price_1\
+              &features[subscription_update][proration_behavior]=create_prorations\
+              &features[subscription_cancel][enabled]=true\
+              &features[subscription_cancel][mode]=at_period_end\
+              &business_profile[headline]=Billing&default_return_url=https://x.test/\
+              &login_page[enabled]=false&metadata[k]=v&name=main",
+        );
+        assert!(errors.is_empty(), "{errors:?}");
+        assert_eq!(params["features"]["subscription_update"]["enabled"], true);
+        // `features` is required on create; an unknown feature and a bad enum are refused.
+        assert_eq!(portal.check(b"name=x").1.len(), 1);
+        assert_eq!(
+            portal
+                .check(b"features[invoice_history][enabled]=true&features[colour]=red")
+                .1
+                .len(),
+            1
+        );
+        let (_, errors) = portal.check(b"features[subscription_cancel][enabled]=true&features[subscription_cancel][mode]=later");
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        // Update: `active`, every feature optional, `""` unsets.
+        let update = find("POST", "/v1/billing_portal/configurations/bpc_1").unwrap();
+        assert_eq!(
+            update.path,
+            "/v1/billing_portal/configurations/{configuration}"
+        );
+        assert!(
+            update
+                .check(b"active=false&features[subscription_update][products]=&default_return_url=")
+                .1
+                .is_empty()
+        );
+        let configurations = find("GET", "/v1/billing_portal/configurations").unwrap();
+        assert!(
+            configurations
+                .check(b"active=true&is_default=false")
+                .1
+                .is_empty()
+        );
+        assert!(find("GET", "/v1/billing_portal/configurations/bpc_1").is_some());
     }
 }

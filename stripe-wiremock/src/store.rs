@@ -5,6 +5,12 @@
 //! later finds, so a list must return what a create made, with Stripe's filters, ordering (newest
 //! first) and pagination.
 //!
+//! Entitlements are kept here as Stripe keeps them: features, their attachments to products
+//! (`product_feature`), and each customer's active entitlements, which only
+//! [`crate::flows::recompute_entitlements`] writes, from the customer's subscriptions. Stripe's
+//! objects for these do not name their product or customer, so the store keeps those links
+//! beside them.
+//!
 //! It also has to stay fast with the 100,000 objects a backfill test seeds: lookups go through an
 //! id index, and a list walks a cached order from the cursor's position instead of sorting and
 //! scanning the whole kind for every page.
@@ -28,6 +34,15 @@ pub enum Kind {
     Charge,
     Invoice,
     SubscriptionSchedule,
+    /// `entitlements.feature`: what a product can grant (`feat_`).
+    Feature,
+    /// `product_feature`: a feature attached to a product (`prodft_`).
+    ProductFeature,
+    /// `entitlements.active_entitlement`: a feature a customer has now (`ent_`), made by the
+    /// double from the customer's subscriptions, never by a request.
+    ActiveEntitlement,
+    /// `billing_portal.configuration` (`bpc_`).
+    BillingPortalConfiguration,
 }
 
 impl Kind {
@@ -44,6 +59,10 @@ impl Kind {
             Kind::Charge => "ch_",
             Kind::Invoice => "in_",
             Kind::SubscriptionSchedule => "sub_sched_",
+            Kind::Feature => "feat_",
+            Kind::ProductFeature => "prodft_",
+            Kind::ActiveEntitlement => "ent_",
+            Kind::BillingPortalConfiguration => "bpc_",
         }
     }
 
@@ -60,6 +79,10 @@ impl Kind {
             Kind::Charge => "charge",
             Kind::Invoice => "invoice",
             Kind::SubscriptionSchedule => "subscription schedule",
+            Kind::Feature => "feature",
+            Kind::ProductFeature => "product feature",
+            Kind::ActiveEntitlement => "active entitlement",
+            Kind::BillingPortalConfiguration => "configuration",
         }
     }
 }
@@ -157,6 +180,15 @@ impl Objects {
         self.stored.get_mut(at)
     }
 
+    /// Takes the object `id` out (a deleted product feature, a lost entitlement).
+    fn remove(&mut self, id: &str) -> Option<Value> {
+        let at = *self.by_id.get(id)?;
+        let removed = self.stored.remove(at);
+        self.order = None;
+        self.reindex();
+        Some(removed)
+    }
+
     /// Rebuilds the id index, after a write that changed an id.
     fn reindex(&mut self) {
         self.by_id.clear();
@@ -219,9 +251,38 @@ pub struct Store {
     /// (line items, `subscription_data`) without returning them on the session, and paying the
     /// session needs them.
     pub(crate) session_params: HashMap<String, Value>,
+    /// The product each product feature is attached to, by product feature id: Stripe's
+    /// `product_feature` object does not name it.
+    pub(crate) product_feature_products: HashMap<String, String>,
+    /// The customer each active entitlement belongs to, by entitlement id: Stripe's object does
+    /// not name it either.
+    pub(crate) entitlement_customers: HashMap<String, String>,
+    /// How many entitlements an `entitlements.active_entitlement_summary.updated` event carries
+    /// (`Api::set_summary_entitlements_limit`); `None` is Stripe's [`SUMMARY_ENTITLEMENTS_LIMIT`].
+    pub(crate) summary_entitlements_limit: Option<usize>,
 }
 
 const EPOCH: i64 = 1_767_225_600;
+
+/// How many entitlements Stripe puts in the summary of an
+/// `entitlements.active_entitlement_summary.updated` event: the first 10, with `has_more` when
+/// the customer has more (then the list endpoint has them all). Stripe's reference does not state
+/// the number; 10 is what integrations observe (stripe/sync-engine#197) and the default page size
+/// of every Stripe list.
+pub const SUMMARY_ENTITLEMENTS_LIMIT: usize = 10;
+
+/// The subscription statuses whose items' product features are active entitlements: Stripe
+/// entitles a customer "as long as [they maintain] an active subscription" (Stripe's
+/// Entitlements guide), which the double reads as `active`, `trialing` and `past_due` (a failed
+/// renewal is still being retried, so access continues). `unpaid`, `paused`, `incomplete`,
+/// `incomplete_expired` and `canceled` grant nothing. A subscription set to cancel at the
+/// period's end is still `active`, so it keeps its entitlements until it ends.
+pub const ENTITLING_STATUSES: &[&str] = &["active", "trialing", "past_due"];
+
+/// The id of the account's default portal configuration, which a portal session created
+/// without `configuration` uses. The double makes it on first use: it allows cancelling at the
+/// period's end and switching to any price (`subscription_update.products` is `null`).
+pub const DEFAULT_PORTAL_CONFIGURATION: &str = "bpc_DblDefault";
 
 impl Store {
     /// The objects of a kind in the order stored.
@@ -294,6 +355,72 @@ impl Store {
             objects.reindex();
         }
         Some(patched)
+    }
+
+    /// Takes a stored object out, returning it.
+    pub(crate) fn remove(&mut self, kind: Kind, id: &str) -> Option<Value> {
+        self.objects.get_mut(&kind)?.remove(id)
+    }
+
+    /// How many entitlements a summary event carries.
+    pub(crate) fn summary_limit(&self) -> usize {
+        self.summary_entitlements_limit
+            .unwrap_or(SUMMARY_ENTITLEMENTS_LIMIT)
+    }
+
+    /// The ids of the features the customer's subscriptions entitle it to now: those attached to
+    /// the products of the items of its subscriptions in an [`ENTITLING_STATUSES`] status, each
+    /// once, oldest subscription, first item and first attachment first.
+    pub(crate) fn entitled_features(&self, customer: &str) -> Vec<String> {
+        let mut features: Vec<String> = Vec::new();
+        let Some(subscriptions) = self.objects.get(&Kind::Subscription) else {
+            return features;
+        };
+        let attachments = self.all(Kind::ProductFeature);
+        for subscription in &subscriptions.stored {
+            if id_of(&subscription["customer"]) != Some(customer)
+                || !ENTITLING_STATUSES.contains(&subscription["status"].as_str().unwrap_or(""))
+            {
+                continue;
+            }
+            let items = subscription
+                .pointer("/items/data")
+                .and_then(Value::as_array);
+            for item in items.into_iter().flatten() {
+                let Some(product) = id_of(&item["price"]["product"]) else {
+                    continue;
+                };
+                for attachment in &attachments {
+                    let id = attachment["id"].as_str().unwrap_or_default();
+                    if self.product_feature_products.get(id).map(String::as_str) != Some(product) {
+                        continue;
+                    }
+                    if let Some(feature) = attachment["entitlement_feature"]["id"].as_str()
+                        && !features.iter().any(|f| f == feature)
+                    {
+                        features.push(feature.to_owned());
+                    }
+                }
+            }
+        }
+        features
+    }
+
+    /// The customer's active entitlements, in list order (newest first).
+    pub(crate) fn entitlements_of(&self, customer: &str) -> Vec<Value> {
+        let owned = |o: &Value| {
+            o["id"]
+                .as_str()
+                .and_then(|id| self.entitlement_customers.get(id))
+                .is_some_and(|c| c == customer)
+        };
+        let mut entitlements: Vec<Value> = self
+            .all(Kind::ActiveEntitlement)
+            .into_iter()
+            .filter(|o| owned(o))
+            .collect();
+        entitlements.reverse();
+        entitlements
     }
 
     /// Routes a request whose parameters have already been decoded and checked.
@@ -379,6 +506,60 @@ impl Store {
                 self.list(Kind::Invoice, params, "/v1/invoices", invoice_filter)
             }
             ("GET", ["invoices", id]) => self.retrieve(Kind::Invoice, id),
+            ("GET", ["entitlements", "features"]) => self.list(
+                Kind::Feature,
+                params,
+                "/v1/entitlements/features",
+                feature_filter,
+            ),
+            ("POST", ["entitlements", "features"]) => self.create_feature(params),
+            ("GET", ["entitlements", "features", id]) => self.retrieve(Kind::Feature, id),
+            ("POST", ["entitlements", "features", id]) => self.update_feature(id, params),
+            ("GET", ["entitlements", "active_entitlements"]) => {
+                self.list_active_entitlements(params)
+            }
+            ("GET", ["entitlements", "active_entitlements", id]) => {
+                self.retrieve(Kind::ActiveEntitlement, id)
+            }
+            ("GET", ["products", product, "features"]) => {
+                self.list_product_features(product, params)
+            }
+            ("POST", ["products", product, "features"]) => {
+                self.create_product_feature(product, params)
+            }
+            ("GET", ["products", product, "features", id]) => {
+                match self.product_feature_of(product, id) {
+                    Ok(attachment) => (200, attachment),
+                    Err(reply) => reply,
+                }
+            }
+            ("DELETE", ["products", product, "features", id]) => {
+                self.delete_product_feature(product, id)
+            }
+            ("GET", ["billing_portal", "configurations"]) => {
+                self.ensure_default_portal_configuration();
+                self.list(
+                    Kind::BillingPortalConfiguration,
+                    params,
+                    "/v1/billing_portal/configurations",
+                    |p, o| exact_filter(p, o, "active") && exact_filter(p, o, "is_default"),
+                )
+            }
+            ("POST", ["billing_portal", "configurations"]) => {
+                self.create_portal_configuration(params)
+            }
+            ("GET", ["billing_portal", "configurations", id]) => {
+                if *id == DEFAULT_PORTAL_CONFIGURATION {
+                    self.ensure_default_portal_configuration();
+                }
+                self.retrieve(Kind::BillingPortalConfiguration, id)
+            }
+            ("POST", ["billing_portal", "configurations", id]) => {
+                if *id == DEFAULT_PORTAL_CONFIGURATION {
+                    self.ensure_default_portal_configuration();
+                }
+                self.update_portal_configuration(id, params)
+            }
             _ => error(
                 404,
                 &format!("Unrecognized request URL ({method}: {path})."),
@@ -718,24 +899,436 @@ impl Store {
         if self.get(Kind::Customer, &customer).is_none() {
             return missing(Kind::Customer, &customer, "customer");
         }
+        // The session runs under the configuration it names, which must exist and be active, or
+        // under the account's default one.
+        let configuration = match params.get("configuration").and_then(Value::as_str) {
+            Some(id) => {
+                let Some(configuration) = self.get(Kind::BillingPortalConfiguration, id) else {
+                    return missing(Kind::BillingPortalConfiguration, id, "configuration");
+                };
+                if configuration["active"] != true {
+                    return error(
+                        400,
+                        &format!(
+                            "The configuration `{id}` is not active: activate it, or create the \
+                             session with an active configuration."
+                        ),
+                        Some("configuration"),
+                        None,
+                    );
+                }
+                configuration.clone()
+            }
+            None => self.ensure_default_portal_configuration(),
+        };
+        let return_url = params
+            .get("return_url")
+            .cloned()
+            .unwrap_or_else(|| configuration["default_return_url"].clone());
         let (id, created) = self.new_id(Kind::BillingPortalSession);
         let session = json!({
             "id": id,
             "object": "billing_portal.session",
-            "configuration": "bpc_DblDefault",
+            "configuration": configuration["id"],
             "created": created,
             "customer": customer,
             "flow": null,
             "livemode": false,
-            "locale": null,
+            "locale": params.get("locale").cloned().unwrap_or(Value::Null),
             "on_behalf_of": null,
-            "return_url": params.get("return_url").cloned().unwrap_or(Value::Null),
+            "return_url": return_url,
             "url": match &self.public_url {
                 Some(base) => format!("{base}/portal/{id}"),
                 None => format!("https://billing.stripe.com/p/session/test_{id}"),
             },
         });
         self.push(Kind::BillingPortalSession, session)
+    }
+
+    /// The active feature holding `lookup_key`, other than `except`.
+    fn active_feature_with(&self, lookup_key: &str, except: Option<&str>) -> Option<String> {
+        self.objects
+            .get(&Kind::Feature)?
+            .stored
+            .iter()
+            .find(|f| {
+                f["active"] == true && f["lookup_key"] == lookup_key && f["id"].as_str() != except
+            })
+            .and_then(|f| f["id"].as_str().map(str::to_owned))
+    }
+
+    fn lookup_key_taken(lookup_key: &str, holder: &str) -> Reply {
+        error(
+            400,
+            &format!(
+                "A feature with the lookup_key `{lookup_key}` already exists (`{holder}`). \
+                 Lookup keys are unique among active features: archive that feature first, or use \
+                 another lookup key."
+            ),
+            Some("lookup_key"),
+            None,
+        )
+    }
+
+    /// `POST /v1/entitlements/features`: a lookup key names one active feature.
+    pub fn create_feature(&mut self, params: &Value) -> Reply {
+        for required in ["lookup_key", "name"] {
+            if params.get(required).and_then(Value::as_str).is_none() {
+                return error(
+                    400,
+                    &format!("Missing required param: {required}."),
+                    Some(required),
+                    None,
+                );
+            }
+        }
+        let lookup_key = params["lookup_key"].as_str().unwrap_or_default();
+        if let Some(holder) = self.active_feature_with(lookup_key, None) {
+            return Self::lookup_key_taken(lookup_key, &holder);
+        }
+        let (id, _) = self.new_id(Kind::Feature);
+        let feature = json!({
+            "id": id,
+            "object": "entitlements.feature",
+            "active": true,
+            "livemode": false,
+            "lookup_key": lookup_key,
+            "metadata": metadata(params),
+            "name": params["name"],
+        });
+        self.push(Kind::Feature, feature)
+    }
+
+    /// `POST /v1/entitlements/features/{id}`: `name`, `metadata` and `active` (archiving, and
+    /// reactivating if no active feature took the lookup key meanwhile); the lookup key is fixed.
+    /// The attachments show the feature as it is now.
+    fn update_feature(&mut self, id: &str, params: &Value) -> Reply {
+        let Some(feature) = self.get(Kind::Feature, id) else {
+            return missing(Kind::Feature, id, "id");
+        };
+        if params.get("active") == Some(&json!(true)) && feature["active"] != true {
+            let lookup_key = feature["lookup_key"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned();
+            if let Some(holder) = self.active_feature_with(&lookup_key, Some(id)) {
+                return Self::lookup_key_taken(&lookup_key, &holder);
+            }
+        }
+        let reply = self.update(Kind::Feature, id, params, &["name", "active"]);
+        let attachments: Vec<String> = self
+            .all(Kind::ProductFeature)
+            .iter()
+            .filter(|a| a["entitlement_feature"]["id"] == id)
+            .filter_map(|a| a["id"].as_str().map(str::to_owned))
+            .collect();
+        for attachment in attachments {
+            if let Some(a) = self.get_mut(Kind::ProductFeature, &attachment) {
+                a["entitlement_feature"] = reply.1.clone();
+            }
+        }
+        reply
+    }
+
+    fn missing_product(product: &str) -> Reply {
+        error(
+            404,
+            &format!("No such product: '{product}'"),
+            Some("product"),
+            Some("resource_missing"),
+        )
+    }
+
+    /// The ids of the product's features, attached in this order.
+    fn attachments_of(&self, product: &str) -> Vec<String> {
+        self.all(Kind::ProductFeature)
+            .iter()
+            .filter_map(|a| a["id"].as_str())
+            .filter(|id| {
+                self.product_feature_products.get(*id).map(String::as_str) == Some(product)
+            })
+            .map(str::to_owned)
+            .collect()
+    }
+
+    /// `POST /v1/products/{product}/features`: an active feature, once per product.
+    fn create_product_feature(&mut self, product: &str, params: &Value) -> Reply {
+        if self.get(Kind::Product, product).is_none() {
+            return Self::missing_product(product);
+        }
+        let Some(feature_id) = params.get("entitlement_feature").and_then(Value::as_str) else {
+            return error(
+                400,
+                "Missing required param: entitlement_feature.",
+                Some("entitlement_feature"),
+                None,
+            );
+        };
+        let Some(feature) = self.get(Kind::Feature, feature_id).cloned() else {
+            return missing(Kind::Feature, feature_id, "entitlement_feature");
+        };
+        if feature["active"] != true {
+            return error(
+                400,
+                &format!(
+                    "The feature `{feature_id}` is archived: inactive features cannot be attached \
+                     to new products."
+                ),
+                Some("entitlement_feature"),
+                None,
+            );
+        }
+        let attached = self.attachments_of(product).iter().any(|a| {
+            self.get(Kind::ProductFeature, a)
+                .is_some_and(|a| a["entitlement_feature"]["id"] == feature_id)
+        });
+        if attached {
+            return error(
+                400,
+                &format!(
+                    "The feature `{feature_id}` is already attached to the product `{product}`."
+                ),
+                Some("entitlement_feature"),
+                None,
+            );
+        }
+        let (id, _) = self.new_id(Kind::ProductFeature);
+        let attachment = json!({
+            "id": id,
+            "object": "product_feature",
+            "entitlement_feature": feature,
+            "livemode": false,
+        });
+        self.product_feature_products.insert(id, product.to_owned());
+        self.push(Kind::ProductFeature, attachment)
+    }
+
+    /// The product feature `id`, if it is attached to `product`.
+    fn product_feature_of(&self, product: &str, id: &str) -> Result<Value, Reply> {
+        if self.get(Kind::Product, product).is_none() {
+            return Err(Self::missing_product(product));
+        }
+        match self.get(Kind::ProductFeature, id) {
+            Some(attachment)
+                if self.product_feature_products.get(id).map(String::as_str) == Some(product) =>
+            {
+                Ok(attachment.clone())
+            }
+            _ => Err(missing(Kind::ProductFeature, id, "id")),
+        }
+    }
+
+    fn list_product_features(&mut self, product: &str, params: &Value) -> Reply {
+        if self.get(Kind::Product, product).is_none() {
+            return Self::missing_product(product);
+        }
+        let ids = self.attachments_of(product);
+        let url = format!("/v1/products/{product}/features");
+        self.list(Kind::ProductFeature, params, &url, move |_, o| {
+            ids.iter().any(|id| o["id"] == id.as_str())
+        })
+    }
+
+    /// `DELETE /v1/products/{product}/features/{id}`. Customers keep what they are entitled to
+    /// until their subscriptions next change (Stripe applies feature changes to existing
+    /// subscriptions at their next period).
+    fn delete_product_feature(&mut self, product: &str, id: &str) -> Reply {
+        if let Err(reply) = self.product_feature_of(product, id) {
+            return reply;
+        }
+        self.remove(Kind::ProductFeature, id);
+        self.product_feature_products.remove(id);
+        (
+            200,
+            json!({ "id": id, "object": "product_feature", "deleted": true }),
+        )
+    }
+
+    /// `GET /v1/entitlements/active_entitlements?customer=...`: `customer` is required.
+    fn list_active_entitlements(&mut self, params: &Value) -> Reply {
+        let Some(customer) = params.get("customer").and_then(Value::as_str) else {
+            return error(
+                400,
+                "Missing required param: customer.",
+                Some("customer"),
+                None,
+            );
+        };
+        if self.get(Kind::Customer, customer).is_none() {
+            return missing(Kind::Customer, customer, "customer");
+        }
+        let owned: Vec<String> = self
+            .entitlement_customers
+            .iter()
+            .filter(|(_, c)| c.as_str() == customer)
+            .map(|(id, _)| id.clone())
+            .collect();
+        self.list(
+            Kind::ActiveEntitlement,
+            params,
+            "/v1/entitlements/active_entitlements",
+            move |_, o| owned.iter().any(|id| o["id"] == id.as_str()),
+        )
+    }
+
+    /// A configuration as Stripe makes one from `POST /v1/billing_portal/configurations` without
+    /// any optional parameter: every feature off, Stripe's defaults for their settings.
+    fn portal_configuration(id: &str, created: i64) -> Value {
+        json!({
+            "id": id,
+            "object": "billing_portal.configuration",
+            "active": true,
+            "application": null,
+            "business_profile": {
+                "headline": null, "privacy_policy_url": null, "terms_of_service_url": null
+            },
+            "created": created,
+            "default_return_url": null,
+            "features": {
+                "customer_update": { "allowed_updates": [], "enabled": false },
+                "invoice_history": { "enabled": false },
+                "payment_method_update": { "enabled": false, "payment_method_configuration": null },
+                "subscription_cancel": {
+                    "cancellation_reason": { "enabled": false, "options": [] },
+                    "enabled": false,
+                    "mode": "at_period_end",
+                    "proration_behavior": "none"
+                },
+                "subscription_update": {
+                    "billing_cycle_anchor": null,
+                    "default_allowed_updates": [],
+                    "enabled": false,
+                    "products": [],
+                    "proration_behavior": "none",
+                    "schedule_at_period_end": { "conditions": [] },
+                    "trial_update_behavior": "end_trial"
+                }
+            },
+            "is_default": false,
+            "livemode": false,
+            "login_page": { "enabled": false, "url": null },
+            "metadata": {},
+            "name": null,
+            "updated": created,
+        })
+    }
+
+    /// The default configuration ([`DEFAULT_PORTAL_CONFIGURATION`]), made the first time it is
+    /// needed, as the oldest configuration.
+    pub(crate) fn ensure_default_portal_configuration(&mut self) -> Value {
+        if let Some(existing) = self.get(
+            Kind::BillingPortalConfiguration,
+            DEFAULT_PORTAL_CONFIGURATION,
+        ) {
+            return existing.clone();
+        }
+        let mut configuration = Self::portal_configuration(DEFAULT_PORTAL_CONFIGURATION, EPOCH);
+        configuration["is_default"] = json!(true);
+        let features = &mut configuration["features"];
+        features["invoice_history"]["enabled"] = json!(true);
+        features["payment_method_update"]["enabled"] = json!(true);
+        features["subscription_cancel"]["enabled"] = json!(true);
+        features["subscription_update"]["enabled"] = json!(true);
+        features["subscription_update"]["default_allowed_updates"] = json!(["price"]);
+        features["subscription_update"]["products"] = Value::Null;
+        self.insert(Kind::BillingPortalConfiguration, configuration.clone());
+        configuration
+    }
+
+    /// What Stripe refuses in a configuration's parameters: products and prices that do not
+    /// exist, and prices of another product.
+    fn check_portal_products(&self, params: &Value) -> Result<(), Reply> {
+        let products = params
+            .pointer("/features/subscription_update/products")
+            .and_then(Value::as_array);
+        for (i, entry) in products.into_iter().flatten().enumerate() {
+            let product = entry["product"].as_str().unwrap_or_default();
+            let param = format!("features[subscription_update][products][{i}][product]");
+            if self.get(Kind::Product, product).is_none() {
+                return Err(missing(Kind::Product, product, &param));
+            }
+            let prices = entry["prices"].as_array();
+            for (j, price_id) in prices.into_iter().flatten().enumerate() {
+                let price_id = price_id.as_str().unwrap_or_default();
+                let param = format!("features[subscription_update][products][{i}][prices][{j}]");
+                let Some(price) = self.get(Kind::Price, price_id) else {
+                    return Err(missing(Kind::Price, price_id, &param));
+                };
+                if id_of(&price["product"]) != Some(product) {
+                    return Err(error(
+                        400,
+                        &format!(
+                            "The price `{price_id}` does not belong to the product `{product}`."
+                        ),
+                        Some(&param),
+                        None,
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes a create's or update's parameters into a configuration the way Stripe merges
+    /// them: nested objects key by key, lists replaced whole, `""` unsetting (a list becomes
+    /// empty, a value `null`), metadata merged key by key.
+    fn apply_portal_params(&mut self, configuration: &mut Value, params: &Value) {
+        let mut changes = params.clone();
+        if let Value::Object(map) = &mut changes {
+            map.remove("metadata");
+            map.remove("expand");
+        }
+        merge_params(configuration, &changes);
+        merge_metadata(configuration, params);
+        if let Some(products) = configuration
+            .pointer_mut("/features/subscription_update/products")
+            .and_then(Value::as_array_mut)
+        {
+            for product in products {
+                let mut quantity = json!({ "enabled": false, "maximum": null, "minimum": 1 });
+                merge_params(&mut quantity, &product["adjustable_quantity"]);
+                product["adjustable_quantity"] = quantity;
+            }
+        }
+        let login_page = &mut configuration["login_page"];
+        if login_page["enabled"] == true {
+            if login_page["url"].is_null() {
+                self.next_id += 1;
+                login_page["url"] = json!(format!(
+                    "https://billing.stripe.com/p/login/test_Dbl{:08}",
+                    self.next_id
+                ));
+            }
+        } else {
+            login_page["url"] = Value::Null;
+        }
+    }
+
+    fn create_portal_configuration(&mut self, params: &Value) -> Reply {
+        if let Err(reply) = self.check_portal_products(params) {
+            return reply;
+        }
+        let (id, created) = self.new_id(Kind::BillingPortalConfiguration);
+        let mut configuration = Self::portal_configuration(&id, created);
+        self.apply_portal_params(&mut configuration, params);
+        self.push(Kind::BillingPortalConfiguration, configuration)
+    }
+
+    fn update_portal_configuration(&mut self, id: &str, params: &Value) -> Reply {
+        let Some(mut configuration) = self.get(Kind::BillingPortalConfiguration, id).cloned()
+        else {
+            return missing(Kind::BillingPortalConfiguration, id, "id");
+        };
+        if let Err(reply) = self.check_portal_products(params) {
+            return reply;
+        }
+        self.apply_portal_params(&mut configuration, params);
+        self.clock += 1;
+        configuration["updated"] = json!(EPOCH + self.clock);
+        if let Some(stored) = self.get_mut(Kind::BillingPortalConfiguration, id) {
+            *stored = configuration.clone();
+        }
+        (200, configuration)
     }
 }
 
@@ -794,6 +1387,40 @@ fn merge_metadata(object: &mut Value, params: &Value) {
         Some(Value::String(s)) if s.is_empty() => object["metadata"] = json!({}),
         _ => {}
     }
+}
+
+/// Merges decoded form parameters into an object: nested objects key by key, anything else
+/// (lists included) replaced, and `""` unsetting: a list becomes `[]`, an object `{}`, a value
+/// `null`.
+fn merge_params(target: &mut Value, changes: &Value) {
+    let Value::Object(changes) = changes else {
+        return;
+    };
+    if !target.is_object() {
+        *target = json!({});
+    }
+    for (key, change) in changes {
+        let current = &mut target[key.as_str()];
+        match change {
+            Value::Object(_) => merge_params(current, change),
+            Value::String(s) if s.is_empty() => {
+                *current = match current {
+                    Value::Array(_) => json!([]),
+                    Value::Object(_) => json!({}),
+                    _ => Value::Null,
+                };
+            }
+            other => *current = other.clone(),
+        }
+    }
+}
+
+/// `GET /v1/entitlements/features`: archived features are listed only when `archived=true`
+/// asks for them (Stripe: inactive features "will not be returned from the features list
+/// endpoint"); `lookup_key` is exact.
+fn feature_filter(params: &Value, feature: &Value) -> bool {
+    let archived = params.get("archived").and_then(Value::as_bool) == Some(true);
+    (feature["active"] == true) != archived && exact_filter(params, feature, "lookup_key")
 }
 
 /// A range parameter on an integer field, as Stripe takes `created`: an exact integer, or any of

@@ -1,10 +1,10 @@
 //! The billing API the frontend calls. Thin: each handler reads the request, calls
-//! [`crate::checkout`], [`crate::products`], [`crate::portal`] or the subscription read model in
-//! [`crate::tables::subscriptions`], and shapes the reply.
+//! [`crate::checkout`], [`crate::products`], [`crate::portal`] or the read models in
+//! [`crate::tables::subscriptions`] and [`crate::tables::entitlements`], and shapes the reply.
 
 use axum::Json;
-use axum::extract::rejection::QueryRejection;
-use axum::extract::{FromRequest, Query, Request, State};
+use axum::extract::rejection::{PathRejection, QueryRejection};
+use axum::extract::{FromRequest, Path, Query, Request, State};
 use axum::http::{Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
@@ -18,9 +18,10 @@ use crate::checkout::{
     start_checkout,
 };
 use crate::error::ApiError;
-use crate::portal::open_portal;
+use crate::portal::{PortalContext, open_portal};
 use crate::products::ProductPrice;
 use crate::state::AppState;
+use crate::tables::entitlements;
 use crate::tables::subscriptions::{self, SubscriptionView};
 
 pub fn routes() -> Routes {
@@ -31,6 +32,8 @@ pub fn routes() -> Routes {
         .route(Method::GET, "/billing/cancel", cancel)
         .route(Method::GET, "/billing/subscription", subscription)
         .route(Method::POST, "/billing/portal", portal)
+        .route(Method::GET, "/billing/entitlements", features)
+        .route(Method::GET, "/billing/entitlements/{feature}", feature)
 }
 
 async fn products(State(state): State<AppState>) -> Result<Json<Vec<ProductPrice>>, ApiError> {
@@ -149,12 +152,48 @@ async fn portal(
     user: AuthUser,
     JsonBody(_): JsonBody<serde_json::Map<String, Value>>,
 ) -> Result<Json<Value>, ApiError> {
-    let url = open_portal(
-        &state.db,
-        &state.stripe,
-        &state.settings.frontend_url,
-        &user,
-    )
-    .await?;
+    let ctx = PortalContext {
+        db: &state.db,
+        stripe: &state.stripe,
+        products: &state.products,
+        configuration: &state.portal,
+        return_url: &state.settings.frontend_url,
+    };
+    let url = open_portal(&ctx, &user).await?;
     Ok(Json(json!({ "url": url })))
+}
+
+/// `{"features": [...]}`: the lookup keys of what the user may use now, from our tables.
+async fn features(State(state): State<AppState>, user: AuthUser) -> Result<Json<Value>, ApiError> {
+    let features =
+        entitlements::of_user(&mut *state.db.pool.acquire().await?, user.id.as_str()).await?;
+    Ok(Json(json!({ "features": features })))
+}
+
+/// Stripe's longest lookup key.
+const MAX_FEATURE: usize = 80;
+
+/// 200 when the user may use the feature now, 403 `not_entitled` when not: for services that
+/// ask before doing something a plan pays for.
+async fn feature(
+    State(state): State<AppState>,
+    user: AuthUser,
+    path: Result<Path<String>, PathRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let feature = match path {
+        Ok(Path(f)) if !f.is_empty() && f.len() <= MAX_FEATURE && !f.contains(char::is_control) => {
+            f
+        }
+        _ => {
+            return Err(ApiError::bad_request(
+                "invalid_feature",
+                format!("a feature is named by its lookup key: 1 to {MAX_FEATURE} characters"),
+            ));
+        }
+    };
+    let conn = &mut *state.db.pool.acquire().await?;
+    match entitlements::user_has(conn, user.id.as_str(), &feature).await? {
+        true => Ok(Json(json!({ "feature": feature, "entitled": true }))),
+        false => Err(ApiError::NotEntitled(feature)),
+    }
 }

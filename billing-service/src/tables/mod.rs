@@ -4,6 +4,8 @@
 //!
 //! - [`events`]: `stripe_events`, the deliveries and the worker's queue.
 //! - [`customers`]: `customers`, our user ↔ the Stripe customer.
+//! - [`entitlements`]: `entitlements` and `entitlement_summaries`, the features each customer
+//!   may use.
 //! - [`subscriptions`]: `subscriptions`, and the read model of the user's subscription.
 //! - [`charges`]: the `charges` table.
 //! - [`schedules`]: the `subscription_schedules` table.
@@ -13,6 +15,7 @@
 
 pub mod charges;
 pub mod customers;
+pub mod entitlements;
 pub mod events;
 pub mod schedules;
 pub mod subscriptions;

@@ -2,8 +2,8 @@
 //! `GET /billing/subscription` and checkout's "already subscribed" check.
 //!
 //! One rule per column, whoever writes:
-//! - `status`, `price_id`, `current_period_end`, `cancel_at_period_end`, `customer_id`: from the
-//!   newest `customer.subscription.*` event (`event_created`); an older event changes nothing.
+//! - `status`, `price_id`, `lookup_key`, `current_period_end`, `cancel_at_period_end`,
+//!   `cancel_at`, `trial_end`, `customer_id`: from the newest `customer.subscription.*` event (`event_created`); an older event changes nothing.
 //! - `user_id`: a subscription event's value (its `metadata.user_id`, set by our checkout, or
 //!   else its customer's user) wins as those columns do; checkout and invoice events only fill
 //!   it while it is empty. An event that knows no user keeps the one recorded.
@@ -45,8 +45,13 @@ pub struct SubscriptionUpdate<'a> {
     pub user_id: Option<&'a str>,
     pub status: &'a str,
     pub price_id: Option<&'a str>,
+    /// The price's lookup key: the plan as the catalog names it.
+    pub lookup_key: Option<&'a str>,
     pub current_period_end: Option<i64>,
     pub cancel_at_period_end: bool,
+    /// When a scheduled cancellation takes effect (unix seconds).
+    pub cancel_at: Option<i64>,
+    pub trial_end: Option<i64>,
     pub latest_invoice_id: Option<&'a str>,
     pub event_created: i64,
     /// Read from Stripe's lists by `sync` rather than carried by an event: written only where
@@ -64,8 +69,11 @@ static APPLY: Upsert = Upsert::new(
         ("user_id", OnConflict::PreferIncoming),
         ("status", OnConflict::Replace),
         ("price_id", OnConflict::Replace),
+        ("lookup_key", OnConflict::Replace),
         ("current_period_end", OnConflict::Replace),
         ("cancel_at_period_end", OnConflict::Replace),
+        ("cancel_at", OnConflict::Replace),
+        ("trial_end", OnConflict::Replace),
         ("latest_invoice_id", OnConflict::PreferIncoming),
         ("event_created", OnConflict::Replace),
         ("created_at_ms", OnConflict::Keep),
@@ -108,8 +116,11 @@ pub async fn apply_event(
                 .bind(s.user_id)
                 .bind(s.status)
                 .bind(s.price_id)
+                .bind(s.lookup_key)
                 .bind(s.current_period_end)
                 .bind(s.cancel_at_period_end)
+                .bind(s.cancel_at)
+                .bind(s.trial_end)
                 .bind(s.latest_invoice_id)
                 .bind(s.event_created)
                 .bind(now)
@@ -245,8 +256,15 @@ pub async fn live_status_of_user(
 pub struct SubscriptionView {
     pub status: String,
     pub price_id: Option<String>,
+    /// The plan, by its price's lookup key (the catalog's name for it).
+    pub lookup_key: Option<String>,
     pub current_period_end: Option<i64>,
     pub cancel_at_period_end: bool,
+    /// When a scheduled cancellation takes effect (unix seconds).
+    pub cancel_at: Option<i64>,
+    pub trial_end: Option<i64>,
+    /// `paid` or `payment_failed`, from the newest invoice event; `null` before any.
+    pub payment_status: Option<String>,
 }
 
 /// The user's live subscription, or else the latest one.
@@ -255,8 +273,9 @@ pub async fn current_of_user(
     user_id: &str,
 ) -> Result<Option<SubscriptionView>, sqlx::Error> {
     let sql = concat!(
-        "SELECT status, price_id, current_period_end,
-                CASE WHEN cancel_at_period_end THEN 1 ELSE 0 END AS cancel_at_period_end
+        "SELECT status, price_id, lookup_key, current_period_end,
+                CASE WHEN cancel_at_period_end THEN 1 ELSE 0 END AS cancel_at_period_end,
+                cancel_at, trial_end, payment_status
          FROM subscriptions WHERE user_id = $1
          ORDER BY CASE WHEN status IN (",
         live_statuses!(),
@@ -271,9 +290,13 @@ pub async fn current_of_user(
         Ok(SubscriptionView {
             status: r.try_get("status")?,
             price_id: r.try_get("price_id")?,
+            lookup_key: r.try_get("lookup_key")?,
             current_period_end: r.try_get("current_period_end")?,
             // The Any driver decodes booleans on no engine but PostgreSQL: read as an integer.
             cancel_at_period_end: r.try_get::<i64, _>("cancel_at_period_end")? == 1,
+            cancel_at: r.try_get("cancel_at")?,
+            trial_end: r.try_get("trial_end")?,
+            payment_status: r.try_get("payment_status")?,
         })
     })
     .transpose()

@@ -56,7 +56,7 @@ fn seed(stripe: &StripeDouble) -> Seeded {
     }
 }
 
-async fn app_with_stripe(db: &TestDb, stripe: &StripeDouble) -> TestApp {
+pub(crate) async fn app_with_stripe(db: &TestDb, stripe: &StripeDouble) -> TestApp {
     let mut settings = test_settings(&db.url);
     settings.stripe.api_base = url::Url::parse(&stripe.uri()).unwrap();
     settings.stripe.timeout = Duration::from_secs(1);
@@ -66,7 +66,7 @@ async fn app_with_stripe(db: &TestDb, stripe: &StripeDouble) -> TestApp {
 }
 
 impl TestApp {
-    async fn checkout(&self, user: &str, body: Value) -> reqwest::Response {
+    pub(crate) async fn checkout(&self, user: &str, body: Value) -> reqwest::Response {
         self.client
             .post(format!("{}/billing/checkout", self.address))
             .header("x-user-id", user)
@@ -78,7 +78,12 @@ impl TestApp {
     }
 
     /// A request as the user, with a JSON body `{}` on a POST (as the frontend sends it).
-    async fn as_user(&self, method: reqwest::Method, path: &str, user: &str) -> reqwest::Response {
+    pub(crate) async fn as_user(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        user: &str,
+    ) -> reqwest::Response {
         let post = method == reqwest::Method::POST;
         let mut request = self
             .client
@@ -562,7 +567,11 @@ async fn a_subscriber_is_sent_to_the_portal_instead_of_a_second_subscription() {
             .unwrap();
         assert_eq!(
             current,
-            json!({"status": "active", "price_id": "price_x", "current_period_end": 1_900_000_000i64, "cancel_at_period_end": false}),
+            json!({
+                "status": "active", "price_id": "price_x", "lookup_key": "billing_monthly",
+                "current_period_end": 1_900_000_000i64, "cancel_at_period_end": false,
+                "cancel_at": null, "trial_end": null, "payment_status": null
+            }),
             "{}",
             db.engine
         );

@@ -4,6 +4,7 @@
 mod auth;
 mod billing;
 mod database_tls;
+mod entitlements;
 mod event_types;
 mod helpers;
 mod lambda;

@@ -46,6 +46,7 @@ async fn embedded_migrations_apply_once_and_undo() {
             [
                 "apply V1__billing_tables.sql",
                 "apply V2__sync_cursors.sql",
+                "apply V3__entitlements.sql",
                 "apply R__event_summary_view.sql"
             ],
             "{}",
@@ -61,6 +62,8 @@ async fn embedded_migrations_apply_once_and_undo() {
             "subscriptions",
             "subscription_schedules",
             "sync_cursors",
+            "entitlements",
+            "entitlement_summaries",
             "stripe_event_summary",
         ] {
             assert!(
@@ -75,7 +78,18 @@ async fn embedded_migrations_apply_once_and_undo() {
         );
         assert!(migrator.migrate(&db, true).await.unwrap().is_empty());
 
-        // Newest version first.
+        // Newest version first; an undo takes back columns it added, too.
+        let undo = migrator.undo(&db, false).await.unwrap();
+        assert_eq!(applied(&undo), ["undo version 3 with U3__entitlements.sql"]);
+        assert!(!table_exists(&db, "entitlements").await);
+        assert!(
+            sqlx::query("SELECT lookup_key FROM subscriptions")
+                .fetch_all(&db.pool)
+                .await
+                .is_err(),
+            "subscriptions.lookup_key outlived the undo on {}",
+            test_db.engine
+        );
         let undo = migrator.undo(&db, false).await.unwrap();
         assert_eq!(applied(&undo), ["undo version 2 with U2__sync_cursors.sql"]);
         assert!(!table_exists(&db, "sync_cursors").await);
@@ -98,7 +112,8 @@ async fn embedded_migrations_apply_once_and_undo() {
         assert_eq!(
             kinds,
             [
-                "SQL", "SQL", "SQL", "UNDO_SQL", "UNDO_SQL", "SQL", "SQL", "SQL"
+                "SQL", "SQL", "SQL", "SQL", "UNDO_SQL", "UNDO_SQL", "UNDO_SQL", "SQL", "SQL",
+                "SQL", "SQL"
             ]
         );
     }
@@ -254,9 +269,9 @@ async fn four_migrators_at_once(url: &str) {
     for run in runs {
         applied_total += run.await.unwrap().expect("each migrator succeeds").len();
     }
-    assert_eq!(applied_total, 3, "each script applied exactly once");
+    assert_eq!(applied_total, 4, "each script applied exactly once");
     let db = connect(url).await;
-    assert_eq!(history_rows(&db).await.len(), 3, "on {url}");
+    assert_eq!(history_rows(&db).await.len(), 4, "on {url}");
 }
 
 /// The schema and the session settings MySQL needs: a value too long for its column is refused,

@@ -33,6 +33,7 @@
 mod charges;
 mod checkout_session;
 mod customers;
+mod entitlements;
 mod invoices;
 mod schedules;
 mod subscriptions;
@@ -148,6 +149,12 @@ impl TieResolver {
         Self { stripe, metrics }
     }
 
+    /// The reader, for a handler that needs more of Stripe than one object (a list that an
+    /// event carries only the first page of).
+    pub fn reader(&self) -> &StripeReader {
+        &self.stripe
+    }
+
     /// Stripe's current copy of the object at `path` (e.g. `/v1/subscriptions/sub_...`), or
     /// `None` when it cannot be read: the caller then keeps its usual rule.
     pub async fn current(&self, event: &Event, path: &str) -> Option<serde_json::Value> {
@@ -251,6 +258,10 @@ impl Handlers {
             .on(
                 "checkout.session.completed",
                 checkout_session::CheckoutCompleted,
+            )
+            .on(
+                "entitlements.active_entitlement_summary.updated",
+                entitlements::Entitlements,
             )
     }
 

@@ -20,6 +20,8 @@ struct Subscription {
     status: String,
     #[serde(default)]
     cancel_at_period_end: bool,
+    cancel_at: Option<i64>,
+    trial_end: Option<i64>,
     current_period_end: Option<i64>,
     items: Option<Items>,
     plan: Option<Plan>,
@@ -44,6 +46,7 @@ struct Item {
 #[derive(Deserialize)]
 struct Plan {
     id: String,
+    lookup_key: Option<String>,
 }
 
 impl Subscription {
@@ -51,11 +54,10 @@ impl Subscription {
         self.items.as_ref().and_then(|items| items.data.first())
     }
 
-    fn price_id(&self) -> Option<&str> {
+    fn price(&self) -> Option<&Plan> {
         let item = self.first_item();
         item.and_then(|i| i.price.as_ref().or(i.plan.as_ref()))
             .or(self.plan.as_ref())
-            .map(|p| p.id.as_str())
     }
 
     fn current_period_end(&self) -> Option<i64> {
@@ -98,7 +100,10 @@ pub(super) async fn write(conn: &mut AnyConnection, event: &Event) -> Result<u64
         customer_id: &s.customer.0,
         user_id: user_id.as_deref(),
         status: &s.status,
-        price_id: s.price_id(),
+        price_id: s.price().map(|p| p.id.as_str()),
+        lookup_key: s.price().and_then(|p| p.lookup_key.as_deref()),
+        cancel_at: s.cancel_at,
+        trial_end: s.trial_end,
         current_period_end: s.current_period_end(),
         cancel_at_period_end: s.cancel_at_period_end,
         latest_invoice_id: id(&s.latest_invoice),

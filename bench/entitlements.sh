@@ -52,7 +52,9 @@ stop_pid() {
     kill -KILL "$1" 2>/dev/null || true
 }
 
-# The rows `GET /billing/entitlements` reads, written as the webhook handlers would leave them.
+# The rows `GET /billing/entitlements` reads, written as the webhook handlers would leave them,
+# then the planner's statistics, as autovacuum keeps them on a live database (on fresh tables
+# PostgreSQL's planner guesses them empty and scans subscriptions whole).
 SEED_SQL="
 WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < $USERS)
 INSERT INTO customers (stripe_customer_id, user_id, email, event_created, created_at_ms, updated_at_ms)
@@ -67,6 +69,7 @@ SELECT 'cus_bench' || i, f.feature FROM n,
 WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < $USERS)
 INSERT INTO entitlement_summaries (customer_id, event_created, updated_at_ms)
 SELECT 'cus_bench' || i, 1, 0 FROM n;
+ANALYZE;
 "
 
 cat >"$OUT/users.lua" <<LUA

@@ -112,6 +112,12 @@ async fn features_follow_the_newest_summary_and_the_subscriptions_status() {
             403
         );
 
+        // Trialing: access, and the trial's end is reported.
+        app.apply(c.subscription("trialing", false)).await;
+        assert_eq!(app.features_of("u-ent").await, json!(["api", "reports"]));
+        let (_, subscription) = app.get_as("/billing/subscription", "u-ent").await;
+        assert_eq!(subscription["status"], "trialing");
+        assert!(subscription["trial_end"].is_i64(), "{subscription}");
         // Past due: Stripe is retrying the payment; access stays.
         app.apply(c.subscription("past_due", false)).await;
         assert_eq!(app.features_of("u-ent").await, json!(["api", "reports"]));
@@ -326,6 +332,9 @@ async fn a_plan_switch_changes_the_reported_plan_and_the_features() {
         let (_, subscription) = app.get_as("/billing/subscription", "u-plan").await;
         assert_eq!(subscription["lookup_key"], "billing_monthly");
         assert_eq!(subscription["status"], "active");
+        // Checkout's first invoice was paid (`invoice.paid`).
+        assert_eq!(subscription["payment_status"], "paid");
+        assert_eq!(subscription["trial_end"], Value::Null);
 
         // The user switches to the annual plan in the portal.
         let portal = app

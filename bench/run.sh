@@ -26,9 +26,17 @@ PORT=18080
 NODE_PORT=18081
 HTTP_FLOOR_PORT=18082
 
-QUICK=0
-[[ "${1:-}" == "--quick" ]] && QUICK=1
+QUICK=0 COST=0
+case "${1:-}" in
+    --quick) QUICK=1 ;;
+    --cost) COST=1 ;;
+    "") ;;
+    *) echo "usage: bench/run.sh [--quick | --cost]" >&2; exit 2 ;;
+esac
+# What the loads send: a charge, whose handler writes a row of its own (\`charges\`).
+EVENT=charge.succeeded
 CONCURRENCIES=(1 16 64 256)
+ENGINES=(postgres mysql sqlite)
 FLOOR_CONCURRENCIES=(1 16 64)
 if ((QUICK)); then
     COUNT_C1=1000; COUNT=10000; NODE_COUNT_C1=500; NODE_COUNT=3000
@@ -36,6 +44,12 @@ if ((QUICK)); then
 else
     COUNT_C1=3000; COUNT=50000; NODE_COUNT_C1=1000; NODE_COUNT=10000
     BACKLOG=100000; PGBENCH_SECS=8; CRITERION_ARGS=(--warm-up-time 2 --measurement-time 5)
+fi
+# --cost: only what the CPU-per-event figures need (concurrency 64, PostgreSQL and SQLite, the
+# Node handler, the HTTP floor), for trying a change in a few minutes; BENCHMARKS.md is left as
+# it is and the figures are printed.
+if ((COST)); then
+    CONCURRENCIES=(64); ENGINES=(postgres sqlite)
 fi
 
 rm -rf "$OUT"
@@ -57,12 +71,37 @@ rss_kib() {
     echo 0
 }
 psql_admin() { psql "$PG_ADMIN" -v ON_ERROR_STOP=1 -qAt "$@"; }
+CLK_TCK=$(getconf CLK_TCK)
+# CPU time (user + system, in clock ticks) of the given processes, with that of their children
+# they have reaped: a PostgreSQL backend that exits moves its time to the postmaster's. A
+# process gone meanwhile counts 0. Every thread of a process is in its /proc/PID/stat.
+cpu_ticks() {
+    local total=0 pid stat fields
+    for pid in "$@"; do
+        read -r stat <"/proc/$pid/stat" 2>/dev/null || continue
+        # The fields after the command name, which may hold spaces: utime is the 12th.
+        read -ra fields <<<"${stat##*) }"
+        total=$((total + fields[11] + fields[12] + fields[13] + fields[14]))
+    done
+    echo "$total"
+}
+# The database server's processes for an engine (none for SQLite: it runs in the service).
+db_pids() {
+    case $1 in
+        postgres) pgrep -x postgres || true ;;
+        mysql) pgrep -x 'mariadbd|mysqld' || true ;;
+    esac
+}
 
 PIDS=()
+AUTOVACUUM_WAS=
 cleanup() {
     for pid in "${PIDS[@]}"; do
         kill "$pid" 2>/dev/null || true
     done
+    if [[ $AUTOVACUUM_WAS == off ]]; then
+        psql "$PG_ADMIN" -qAt -c "ALTER SYSTEM RESET autovacuum" -c "SELECT pg_reload_conf()" >/dev/null || true
+    fi
 }
 trap cleanup EXIT
 
@@ -114,9 +153,18 @@ start_service() { # url log
 # With worker=yes (billing-service), also how many accepted events were still pending for the
 # worker when the load ended and how long it then took to finish them; the next load starts
 # only after that. Prints the accepted count.
+#
+# The CPU time of the target process and of the database server (the generator's excluded) is
+# taken from the start of the load until every accepted event is handled: for billing-service
+# stored and processed, for the others stored (answered).
 drive() { # system engine port pid concurrency count worker
     local system=$1 engine=$2 port=$3 pid=$4 c=$5 n=$6 worker=$7 json="$OUT/load-$1-$2-c$5.json"
-    STRIPE_WEBHOOK_SECRET="$SECRET" "$BIN/stripe-setup" trigger customer.created --url "http://127.0.0.1:$port/webhook/stripe" \
+    local cpu_target cpu_db started_ns
+    # shellcheck disable=SC2046 # one pid a word
+    cpu_db=$(cpu_ticks $(db_pids "$engine"))
+    cpu_target=$(cpu_ticks "$pid")
+    started_ns=$(now_ns)
+    STRIPE_WEBHOOK_SECRET="$SECRET" "$BIN/stripe-setup" trigger "$EVENT" --url "http://127.0.0.1:$port/webhook/stripe" \
         --count "$n" --concurrency "$c" --json >"$json" &
     local trigger=$!
     PIDS+=("$trigger")
@@ -132,23 +180,31 @@ drive() { # system engine port pid concurrency count worker
     local ended pending=0 catchup_ms=0
     ended=$(now_ns)
     if [[ $worker == yes ]]; then
-        pending=$(count "SELECT COUNT(*) FROM stripe_events WHERE status = 'pending'")
-        # Bounded: 1200 polls of 100 ms is 2 minutes.
-        for _ in $(seq 1 1200); do
-            [[ "$(count "SELECT COUNT(*) FROM stripe_events WHERE status = 'pending'")" == 0 ]] && break
-            sleep 0.1
+        pending=$(pending_events)
+        # Bounded: 6000 polls of 20 ms is 2 minutes.
+        for _ in $(seq 1 6000); do
+            [[ "$(any_pending)" == 0 ]] && break
+            sleep 0.02
         done
         catchup_ms=$((($(now_ns) - ended) / 1000000))
     fi
-    python3 - "$json" "$system" "$engine" "$c" "$peak" "$pending" "$catchup_ms" >>"$RESULTS" <<'EOF'
+    local handled_ns
+    handled_ns=$(($(now_ns) - started_ns))
+    # shellcheck disable=SC2046 # one pid a word
+    cpu_db=$(($(cpu_ticks $(db_pids "$engine")) - cpu_db))
+    cpu_target=$(($(cpu_ticks "$pid") - cpu_target))
+    python3 - "$json" "$system" "$engine" "$c" "$peak" "$pending" "$catchup_ms" \
+        "$cpu_target" "$cpu_db" "$CLK_TCK" "$handled_ns" >>"$RESULTS" <<'EOF'
 import json, sys
-path, system, engine, c, peak, pending, catchup_ms = sys.argv[1:]
+path, system, engine, c, peak, pending, catchup_ms, cpu_target, cpu_db, tck, handled_ns = sys.argv[1:]
 r = json.load(open(path))
 print(json.dumps({"kind": "load", "system": system, "engine": engine, "c": int(c),
     "sent": r["sent"], "accepted": r["accepted"], "failed": r["failed"],
     "eps": r["events_per_sec"], "p50": r["latency_ms"]["p50"], "p99": r["latency_ms"]["p99"],
     "elapsed_s": r["elapsed_secs"], "rss_kib": int(peak), "first_failure": r["first_failure"],
-    "pending_at_end": int(pending), "catchup_ms": int(catchup_ms)}))
+    "pending_at_end": int(pending), "catchup_ms": int(catchup_ms),
+    "cpu_target_s": int(cpu_target) / int(tck), "cpu_db_s": int(cpu_db) / int(tck),
+    "handled_s": int(handled_ns) / 1e9}))
 EOF
     python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["accepted"])' "$json"
 }
@@ -167,11 +223,21 @@ fresh_mysql_db() {
     echo "$MYSQL_BASE/$1"
 }
 
+# Every database a team runs vacuums its tables as they change; a test server may not (this
+# machine's does not), and the worker's queue would then be measured dragging every dead row it
+# ever left behind. Autovacuum is on for the run (its workers' CPU counts as the database's) and
+# put back as it was afterwards.
+AUTOVACUUM_WAS=$(psql_admin -c "SHOW autovacuum")
+if [[ $AUTOVACUUM_WAS == off ]]; then
+    psql_admin -c "ALTER SYSTEM SET autovacuum = on" -c "SELECT pg_reload_conf()" >/dev/null
+fi
+
 # --- build -------------------------------------------------------------------------------
 log "release build"
 (cd "$ROOT" && cargo build --release -p billing-service -p stripe-setup)
 (cd "$ROOT" && cargo build --release -p billing-service --example http_floor)
 
+if ((!COST)); then
 log "criterion: verify + parse of a 4 KiB event"
 (cd "$ROOT" && cargo bench -p billing-service --bench verify -- "${CRITERION_ARGS[@]}") \
     >"$OUT/criterion.txt" 2>&1 || { cat "$OUT/criterion.txt" >&2; exit 1; }
@@ -180,6 +246,7 @@ for name in signature envelope verify_delivery; do
         "$CARGO_TARGET_DIR/criterion/webhook_4k/$name/new/estimates.json")
     record kind=criterion name="$name" ns="$ns"
 done
+fi
 
 # --- billing-service ---------------------------------------------------------------------
 bench_service() { # engine url count_sql...
@@ -189,6 +256,25 @@ bench_service() { # engine url count_sql...
         mysql) count() { mysql_count "$url" "$1"; } ;;
         *) count() { sqlite_count "${url#sqlite://}" "$1"; } ;;
     esac
+    local pending_sql="SELECT COUNT(*) FROM stripe_events WHERE status = 'pending'"
+    # Polled until none: whether any is left costs the database far less than how many.
+    local any_sql="SELECT CASE WHEN EXISTS (SELECT 1 FROM stripe_events WHERE status = 'pending') THEN 1 ELSE 0 END"
+    if [[ $engine == postgres ]]; then
+        # Polled every 20 ms on one connection: a psql per poll would start a backend each time,
+        # and its CPU would count as the service's database work.
+        coproc PENDING_POLL { psql "$url" -qAtX; }
+        PIDS+=("$PENDING_POLL_PID")
+        poll() {
+            local n
+            echo "$1;" >&"${PENDING_POLL[1]}"
+            read -r -t 10 n <&"${PENDING_POLL[0]}"
+            echo "$n"
+        }
+    else
+        poll() { count "$1"; }
+    fi
+    pending_events() { poll "$pending_sql"; }
+    any_pending() { poll "$any_sql"; }
 
     log "billing-service on $engine: first start (migrations), then a restart"
     start_service "$url" "$log"
@@ -213,18 +299,22 @@ bench_service() { # engine url count_sql...
 
     # Let the worker finish what the load left, so the backlog below is all there is.
     for _ in $(seq 1 600); do
-        [[ "$(count "SELECT COUNT(*) FROM stripe_events WHERE status = 'pending'")" == 0 ]] && break
+        [[ "$(any_pending)" == 0 ]] && break
         sleep 0.5
     done
     stop_pid "$SERVICE_PID"
+    if [[ $engine == postgres ]]; then
+        kill "$PENDING_POLL_PID" 2>/dev/null || true
+    fi
+    ((COST)) && return
 
     log "$engine: a backlog of $BACKLOG events stored while the service is down, then drained"
     # Real stored events with fresh ids, each about its own customer.
-    local template="(SELECT payload, id, object_id FROM stripe_events WHERE type = 'customer.created' ORDER BY id LIMIT 1)"
+    local template="(SELECT payload, id, object_id FROM stripe_events WHERE type = '$EVENT' ORDER BY id LIMIT 1)"
     if [[ $engine == postgres ]]; then
         count "INSERT INTO stripe_events (id, type, created, livemode, object_id, payload, received_at_ms)
-               SELECT 'evt_backlog' || g, 'customer.created', 1700000000 + g, false, 'cus_backlog' || g,
-                      replace(replace(t.payload, t.id, 'evt_backlog' || g), t.object_id, 'cus_backlog' || g), 0
+               SELECT 'evt_backlog' || g, '$EVENT', 1700000000 + g, false, 'obj_backlog' || g,
+                      replace(replace(t.payload, t.id, 'evt_backlog' || g), t.object_id, 'obj_backlog' || g), 0
                FROM $template t, generate_series(1, $BACKLOG) g" >/dev/null
     elif [[ $engine == mysql ]]; then
         # Both servers stop a recursive CTE early unless told otherwise, each by its own variable.
@@ -233,14 +323,14 @@ bench_service() { # engine url count_sql...
         count "SET SESSION $depth = $BACKLOG + 1;
                INSERT INTO stripe_events (id, type, created, livemode, object_id, payload, received_at_ms)
                WITH RECURSIVE s(g) AS (SELECT 1 UNION ALL SELECT g + 1 FROM s WHERE g < $BACKLOG)
-               SELECT CONCAT('evt_backlog', g), 'customer.created', 1700000000 + g, 0, CONCAT('cus_backlog', g),
-                      REPLACE(REPLACE(t.payload, t.id, CONCAT('evt_backlog', g)), t.object_id, CONCAT('cus_backlog', g)), 0
+               SELECT CONCAT('evt_backlog', g), '$EVENT', 1700000000 + g, 0, CONCAT('obj_backlog', g),
+                      REPLACE(REPLACE(t.payload, t.id, CONCAT('evt_backlog', g)), t.object_id, CONCAT('obj_backlog', g)), 0
                FROM $template t, s" >/dev/null
     else
         count "WITH RECURSIVE s(g) AS (SELECT 1 UNION ALL SELECT g + 1 FROM s WHERE g < $BACKLOG)
                INSERT INTO stripe_events (id, type, created, livemode, object_id, payload, received_at_ms)
-               SELECT 'evt_backlog' || g, 'customer.created', 1700000000 + g, 0, 'cus_backlog' || g,
-                      replace(replace(t.payload, t.id, 'evt_backlog' || g), t.object_id, 'cus_backlog' || g), 0
+               SELECT 'evt_backlog' || g, '$EVENT', 1700000000 + g, 0, 'obj_backlog' || g,
+                      replace(replace(t.payload, t.id, 'evt_backlog' || g), t.object_id, 'obj_backlog' || g), 0
                FROM $template t, s" >/dev/null
     fi
     local started done_ns pending
@@ -248,7 +338,7 @@ bench_service() { # engine url count_sql...
     start_service "$url" "$log"
     # Bounded: 3000 polls of 100 ms is 5 minutes.
     for _ in $(seq 1 3000); do
-        pending=$(count "SELECT COUNT(*) FROM stripe_events WHERE status = 'pending'")
+        pending=$(count "$pending_sql")
         [[ $pending == 0 ]] && break
         sleep 0.1
     done
@@ -261,13 +351,20 @@ bench_service() { # engine url count_sql...
 }
 
 PG_URL=$(fresh_pg_db bench_billing_service)
-bench_service postgres "$PG_URL"
-MYSQL_URL=$(fresh_mysql_db bench_billing_service)
-bench_service mysql "$MYSQL_URL"
-mysql_count "$MYSQL_BASE/mysql" "DROP DATABASE IF EXISTS bench_billing_service"
-SQLITE_DIR=$(mktemp -d)
-bench_service sqlite "sqlite://$SQLITE_DIR/billing.db"
-rm -rf "$SQLITE_DIR"
+for engine in "${ENGINES[@]}"; do
+    case $engine in
+        postgres) bench_service postgres "$PG_URL" ;;
+        mysql)
+            bench_service mysql "$(fresh_mysql_db bench_billing_service)"
+            mysql_count "$MYSQL_BASE/mysql" "DROP DATABASE IF EXISTS bench_billing_service"
+            ;;
+        sqlite)
+            SQLITE_DIR=$(mktemp -d)
+            bench_service sqlite "sqlite://$SQLITE_DIR/billing.db"
+            rm -rf "$SQLITE_DIR"
+            ;;
+    esac
+done
 
 # --- the HTTP floor: the same stack answering without doing anything --------------------
 log "HTTP floor: the service's HTTP stack answering at once, under the same load"
@@ -285,6 +382,7 @@ done
 stop_pid "$HTTP_FLOOR_PID"
 
 # --- the floor: bare INSERTs into a copy of stripe_events -------------------------------
+if ((!COST)); then
 log "floor: pgbench INSERT ... ON CONFLICT DO NOTHING, one per commit and 256 per commit"
 FLOOR_URL=$(fresh_pg_db bench_billing_floor)
 # The service's own schema: the same table, with the same indexes to maintain.
@@ -297,11 +395,11 @@ psql "$FLOOR_URL" -qAt -v ON_ERROR_STOP=1 \
 COLUMNS_SQL="INSERT INTO stripe_events (id, type, created, livemode, object_id, payload, received_at_ms)"
 cat >"$OUT/floor-single.sql" <<EOF
 \set n random(1, 9000000000000000000)
-$COLUMNS_SQL VALUES ('evt_floor' || :n, 'customer.created', 1700000000, false, 'cus_1', bench_payload(), 0) ON CONFLICT (id) DO NOTHING;
+$COLUMNS_SQL VALUES ('evt_floor' || :n, '$EVENT', 1700000000, false, 'cus_1', bench_payload(), 0) ON CONFLICT (id) DO NOTHING;
 EOF
 cat >"$OUT/floor-batch.sql" <<EOF
 \set n random(1, 9000000000000000000)
-$COLUMNS_SQL SELECT 'evt_floor' || :n || '_' || g, 'customer.created', 1700000000, false, 'cus_1', bench_payload(), 0 FROM generate_series(1, 256) g ON CONFLICT (id) DO NOTHING;
+$COLUMNS_SQL SELECT 'evt_floor' || :n || '_' || g, '$EVENT', 1700000000, false, 'cus_1', bench_payload(), 0 FROM generate_series(1, 256) g ON CONFLICT (id) DO NOTHING;
 EOF
 for variant in single batch; do
     for c in "${FLOOR_CONCURRENCIES[@]}"; do
@@ -313,12 +411,12 @@ for variant in single batch; do
         record kind=floor variant="$variant" c="$c" tps="$tps" rows_per_tx="$rows" latency_ms="$lat"
     done
 done
+fi
 
 # --- the Node handler -------------------------------------------------------------------
 log "Node handler: npm install"
 (cd "$BENCH/node-handler" && npm install --no-audit --no-fund --loglevel=error) >"$OUT/npm.txt" 2>&1
 NODE_URL=$(fresh_pg_db bench_billing_node)
-DATABASE_URL="$NODE_URL" "$BIN/billing-service" migrate >/dev/null
 started=$(now_ns)
 PORT=$NODE_PORT DATABASE_URL="$NODE_URL" STRIPE_WEBHOOK_SECRET=$SECRET \
     node "$BENCH/node-handler/server.js" >"$OUT/node.log" 2>&1 &
@@ -334,7 +432,7 @@ for c in "${CONCURRENCIES[@]}"; do
     accepted=$((accepted + $(drive node postgres $NODE_PORT "$NODE_PID" "$c" "$n" no)))
 done
 record kind=stored system=node engine=postgres accepted="$accepted" \
-    rows="$(pg_count "$NODE_URL" "SELECT COUNT(*) FROM stripe_events")"
+    rows="$(pg_count "$NODE_URL" "SELECT COUNT(*) FROM node_stripe_events")"
 stop_pid "$NODE_PID"
 
 for db in bench_billing_service bench_billing_floor bench_billing_node; do
@@ -345,4 +443,8 @@ done
 log "report"
 COMMAND="bench/run.sh"
 ((QUICK)) && COMMAND="bench/run.sh --quick"
-python3 "$BENCH/report.py" "$RESULTS" "$COMMAND" "$ROOT/BENCHMARKS.md"
+if ((COST)); then
+    python3 "$BENCH/report.py" --cost "$RESULTS"
+else
+    python3 "$BENCH/report.py" "$RESULTS" "$COMMAND" "$ROOT/BENCHMARKS.md"
+fi

@@ -1,6 +1,8 @@
 // The usual Node webhook handler, as Stripe's docs show it: express with a raw body,
 // stripe.webhooks.constructEvent to verify, then one INSERT ... ON CONFLICT (id) DO NOTHING per
-// request before the 200. bench/run.sh drives it with the same load as billing-service.
+// request before the 200, into a table of its own keyed on the event id (made at start, with no
+// other index: the handler only stores). bench/run.sh drives it with the same load as
+// billing-service.
 //
 // Environment: PORT, DATABASE_URL, STRIPE_WEBHOOK_SECRET.
 'use strict';
@@ -33,7 +35,7 @@ app.post('/webhook/stripe', express.raw({ type: '*/*', limit: '1mb' }), async (r
   }
   try {
     const result = await pool.query(
-      `INSERT INTO stripe_events
+      `INSERT INTO node_stripe_events
          (id, type, created, livemode, api_version, account, object_id, payload, received_at_ms)
        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
        ON CONFLICT (id) DO NOTHING`,
@@ -55,5 +57,18 @@ app.post('/webhook/stripe', express.raw({ type: '*/*', limit: '1mb' }), async (r
   }
 });
 
-const server = app.listen(Number(process.env.PORT || 3000), '127.0.0.1');
-process.on('SIGTERM', () => server.close(() => pool.end().then(() => process.exit(0))));
+const ready = pool.query(`CREATE TABLE IF NOT EXISTS node_stripe_events (
+  id TEXT PRIMARY KEY, type TEXT NOT NULL, created BIGINT NOT NULL, livemode BOOLEAN NOT NULL,
+  api_version TEXT, account TEXT, object_id TEXT, payload TEXT NOT NULL,
+  received_at_ms BIGINT NOT NULL)`);
+let server;
+ready.then(() => {
+  server = app.listen(Number(process.env.PORT || 3000), '127.0.0.1');
+}, (e) => {
+  console.error('cannot create node_stripe_events:', e.message);
+  process.exit(1);
+});
+process.on('SIGTERM', () => {
+  if (!server) process.exit(0);
+  server.close(() => pool.end().then(() => process.exit(0)));
+});

@@ -223,6 +223,54 @@ impl Upsert {
         })
     }
 
+    /// Writes several rows with one statement (on SQLite, with the one-row statement for each),
+    /// as if each were upserted in turn, for events (the listed flag is false). Keys must be distinct: PostgreSQL refuses to update one row twice in
+    /// a statement, so the caller keeps the last of each key (in queue order, the newest: the
+    /// row applying them in turn would end with). Rows written are not counted.
+    pub async fn execute_rows<'q, T>(
+        &'static self,
+        conn: &mut AnyConnection,
+        rows: &'q [T],
+        bind: impl Fn(Query<'q, Any, AnyArguments>, &'q T) -> Query<'q, Any, AnyArguments>,
+    ) -> Result<(), sqlx::Error> {
+        let engine = Engine::of_connection(conn);
+        let newer_wins = matches!(self.guard, Guard::NewerWins { .. });
+        if engine == Engine::Sqlite {
+            // In the process, a statement costs no round trip, while compiling one of many rows
+            // costs more than running the prepared one-row statement for each.
+            let text = self.texts[0].get_or_init(|| self.on_conflict());
+            for row in rows {
+                let mut query = bind(sqlx::query(text.as_str()), row);
+                if newer_wins {
+                    query = query.bind(false);
+                }
+                query.execute(&mut *conn).await?;
+            }
+            return Ok(());
+        }
+        // Well under every engine's limit on bound parameters.
+        let per_statement = (30_000 / (self.columns.len() + 1)).max(1);
+        for chunk in rows.chunks(per_statement) {
+            let text = match engine {
+                Engine::Mysql => self.mysql_rows(chunk.len()),
+                _ => self.on_conflict_rows(chunk.len()),
+            };
+            // Only placeholders are generated; each row count is its own text, so not cached.
+            let mut query = sqlx::query(sqlx::AssertSqlSafe(text)).persistent(false);
+            for row in chunk {
+                query = bind(query, row);
+                if newer_wins && engine == Engine::Mysql {
+                    query = query.bind(false);
+                }
+            }
+            if newer_wins && engine != Engine::Mysql {
+                query = query.bind(false);
+            }
+            query.execute(&mut *conn).await?;
+        }
+        Ok(())
+    }
+
     fn names(&self) -> String {
         self.columns
             .iter()
@@ -286,16 +334,23 @@ impl Upsert {
 
     /// PostgreSQL's and SQLite's statement.
     fn on_conflict(&self) -> String {
-        let values = placeholders(Engine::Postgres, 1, self.columns.len());
+        self.on_conflict_rows(1)
+    }
+
+    /// PostgreSQL's and SQLite's statement for `rows` rows, the listed flag bound once after
+    /// them.
+    fn on_conflict_rows(&self, rows: usize) -> String {
+        let mut values = String::with_capacity(rows * self.columns.len() * 5);
+        push_placeholder_rows(&mut values, Engine::Postgres, rows, self.columns.len());
         let sets = self
             .updates("excluded")
             .into_iter()
             .map(|(c, _, value)| format!("{c} = {value}"))
             .collect::<Vec<_>>()
             .join(",\n            ");
-        let listed = format!("${}", self.columns.len() + 1);
+        let listed = format!("${}", rows * self.columns.len() + 1);
         let mut sql = format!(
-            "INSERT INTO {} ({}) VALUES ({values})\n         ON CONFLICT ({}) DO UPDATE SET\n            {sets}",
+            "INSERT INTO {} ({}) VALUES {values}\n         ON CONFLICT ({}) DO UPDATE SET\n            {sets}",
             self.table,
             self.names(),
             self.key
@@ -316,6 +371,12 @@ impl Upsert {
     /// which by then equals the incoming one exactly when the row is to be updated (or when
     /// nothing differs, where taking the incoming values changes nothing).
     fn mysql(&self) -> String {
+        self.mysql_rows(1)
+    }
+
+    /// MySQL's statement for `rows` rows: the derived table is their `UNION ALL`, each with its
+    /// own listed flag. MySQL applies the rows in turn.
+    fn mysql_rows(&self, rows: usize) -> String {
         let names = self.names();
         let mut selected: Vec<String> = self
             .columns
@@ -324,6 +385,13 @@ impl Upsert {
             .collect();
         if matches!(self.guard, Guard::NewerWins { .. }) {
             selected.push("? AS listed_".to_owned());
+        }
+        let first = selected.join(", ");
+        let others = vec!["?"; selected.len()].join(", ");
+        let mut derived = first;
+        for _ in 1..rows {
+            derived.push_str(" UNION ALL SELECT ");
+            derived.push_str(&others);
         }
         let distinct = |a: &str, b: &str| format!("NOT ({a} <=> {b})");
         let condition = self.condition("new", "new.listed_", distinct);
@@ -351,8 +419,7 @@ impl Upsert {
             }
         };
         format!(
-            "INSERT INTO {t} ({names})\n         SELECT {names} FROM (SELECT {}) AS new\n         ON DUPLICATE KEY UPDATE\n            {}",
-            selected.join(", "),
+            "INSERT INTO {t} ({names})\n         SELECT {names} FROM (SELECT {derived}) AS new\n         ON DUPLICATE KEY UPDATE\n            {}",
             sets.join(",\n            ")
         )
     }
@@ -428,5 +495,29 @@ mod tests {
         assert_eq!(order, ["updated_at_ms", "version", "owner", "name"]);
         assert!(mysql.contains("NOT (things.name <=> new.name)"), "{mysql}");
         assert!(!mysql.contains('$'));
+    }
+
+    #[test]
+    fn several_rows_share_one_statement() {
+        let two = EXAMPLE.on_conflict_rows(2);
+        assert!(
+            two.contains("VALUES ($1,$2,$3,$4,$5,$6),($7,$8,$9,$10,$11,$12)\n"),
+            "{two}"
+        );
+        assert!(two.contains("AND ($13 = FALSE"), "{two}");
+        assert_eq!(
+            two.replace(
+                "VALUES ($1,$2,$3,$4,$5,$6),($7,$8,$9,$10,$11,$12)",
+                "VALUES ($1,$2,$3,$4,$5,$6)"
+            )
+            .replace("$13", "$7"),
+            EXAMPLE.on_conflict()
+        );
+        let mysql = EXAMPLE.mysql_rows(2);
+        assert!(
+            mysql.contains("? AS listed_ UNION ALL SELECT ?, ?, ?, ?, ?, ?, ?) AS new"),
+            "{mysql}"
+        );
+        assert_eq!(mysql.matches('?').count(), 14);
     }
 }

@@ -2,7 +2,9 @@
 //! by `charge.*` events (and `sync`'s listed copies, as of the second Stripe read them); every
 //! column follows the newest applied.
 
-use sqlx::AnyConnection;
+use sqlx::any::AnyArguments;
+use sqlx::query::Query;
+use sqlx::{Any, AnyConnection};
 
 use crate::clock::now_ms;
 use crate::db::sql::{Guard, OnConflict, Upsert};
@@ -59,23 +61,39 @@ static APPLY: Upsert = Upsert::new(
 /// written (0 or 1).
 pub async fn apply_event(conn: &mut AnyConnection, c: &Charge<'_>) -> Result<u64, sqlx::Error> {
     APPLY
-        .execute(conn, c.id, |query| {
-            query
-                .bind(c.id)
-                .bind(c.customer_id)
-                .bind(c.amount)
-                .bind(c.amount_refunded)
-                .bind(c.currency)
-                .bind(c.status)
-                .bind(c.refunded)
-                .bind(c.failure_code)
-                .bind(c.failure_message)
-                .bind(c.invoice_id)
-                .bind(c.payment_intent_id)
-                .bind(c.stripe_created)
-                .bind(c.event_created)
-                .bind(now_ms())
-                .bind(c.listed)
-        })
+        .execute(conn, c.id, |query| bind(query, c).bind(c.listed))
         .await
+}
+
+/// [`apply_event`] for the events of several charges, one row each (distinct ids), carried by
+/// events (not listed).
+pub async fn apply_events(
+    conn: &mut AnyConnection,
+    rows: &[Charge<'_>],
+) -> Result<(), sqlx::Error> {
+    debug_assert!(rows.iter().all(|c| !c.listed));
+    APPLY.execute_rows(conn, rows, bind).await
+}
+
+/// The columns of [`APPLY`], in order.
+fn bind<'q>(
+    query: Query<'q, Any, AnyArguments>,
+    c: &'q Charge<'_>,
+) -> Query<'q, Any, AnyArguments> {
+    let now = now_ms();
+    query
+        .bind(c.id)
+        .bind(c.customer_id)
+        .bind(c.amount)
+        .bind(c.amount_refunded)
+        .bind(c.currency)
+        .bind(c.status)
+        .bind(c.refunded)
+        .bind(c.failure_code)
+        .bind(c.failure_message)
+        .bind(c.invoice_id)
+        .bind(c.payment_intent_id)
+        .bind(c.stripe_created)
+        .bind(c.event_created)
+        .bind(now)
 }

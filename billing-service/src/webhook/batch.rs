@@ -4,8 +4,8 @@
 //! With one commit per delivery the service could accept no more events per second than the
 //! database can flush separate commits (a few thousand on PostgreSQL here). So deliveries go
 //! through a [`Batcher`]: one task gathers the deliveries that arrive together (up to
-//! `max_batch`, for at most `window` after the first, and for as long as every writer is busy),
-//! stores them with [`insert_events`] in one statement, and answers each waiting delivery only
+//! `max_batch`; for at most `window` after the first, until there are as many as last time; and
+//! for as long as every writer is busy), stores them with [`insert_events`] in one statement, and answers each waiting delivery only
 //! after that statement committed. If it fails, every delivery of the batch gets the error, so
 //! every one is answered 503 and Stripe retries it; none is acknowledged unless stored.
 //!
@@ -28,8 +28,11 @@ use crate::tables::events::{self, MAX_ROWS, NewEvent, Stored};
 pub struct BatchSettings {
     /// Most deliveries in one statement; capped at [`MAX_ROWS`].
     pub max_batch: usize,
-    /// How long a batch waits for company after its first delivery. Zero still batches under
-    /// load, because a batch also gathers while every writer is busy.
+    /// How long a batch may wait after its first delivery for as many as the batch before it
+    /// had: under a steady load those senders come back, and a batch that waits for them is
+    /// several times larger, so the database's cost per event falls with the statements and
+    /// commits per event (BENCHMARKS.md). A delivery after a lone one is written at once. Zero
+    /// still batches under load, because a batch also gathers while every writer is busy.
     pub window: Duration,
     /// Batches written at once.
     pub writers: usize,
@@ -44,7 +47,7 @@ impl BatchSettings {
     pub fn for_engine(engine: Engine) -> Self {
         Self {
             max_batch: 256,
-            window: Duration::ZERO,
+            window: Duration::from_millis(1),
             writers: match engine {
                 // Two: one batch commits while the next is written, which hides a remote
                 // database's round trip; more only make smaller batches (BENCHMARKS.md).
@@ -162,12 +165,16 @@ impl Batcher {
 
 async fn gather(db: Db, settings: BatchSettings, mut receiver: mpsc::Receiver<Delivery>) {
     let writers = Arc::new(Semaphore::new(settings.writers));
+    // The deliveries of the last batch, which under a steady load are the senders that come back
+    // for the next one. Many at first, so that a burst starting cold is gathered too.
+    let mut last = settings.max_batch;
     while let Some(first) = receiver.recv().await {
         let mut batch = Vec::with_capacity(settings.max_batch);
         batch.push(first);
-        if !settings.window.is_zero() {
+        let expected = last.min(settings.max_batch);
+        if expected > 1 && !settings.window.is_zero() {
             let deadline = tokio::time::Instant::now() + settings.window;
-            while batch.len() < settings.max_batch {
+            while batch.len() < expected {
                 match tokio::time::timeout_at(deadline, receiver.recv()).await {
                     Ok(Some(delivery)) => batch.push(delivery),
                     Ok(None) | Err(_) => break,
@@ -186,6 +193,7 @@ async fn gather(db: Db, settings: BatchSettings, mut receiver: mpsc::Receiver<De
                 Some(delivery) = receiver.recv() => batch.push(delivery),
             }
         };
+        last = batch.len();
         // The semaphore is never closed, so a permit always comes.
         let Ok(permit) = permit else { return };
         let db = db.clone();

@@ -60,6 +60,21 @@ enum Outcome {
     Failed { error: String },
 }
 
+/// Whether a part of a batch may give a handler several events at once.
+#[derive(Debug, Clone, Copy)]
+enum Together {
+    Yes,
+    No,
+}
+
+/// Why a part of a batch failed.
+enum Failure {
+    /// The event at this offset in the part.
+    At(usize, HandlerError),
+    /// A handler given several events at once; which one is not known.
+    Together(HandlerError),
+}
+
 /// What one attempt at an event came to, as the webhook route answers it in Lambda mode.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Attempt {
@@ -333,16 +348,16 @@ impl Worker {
                 }
             }
         }
-        // Parts still to run; the last pushed runs first, so the queue's order is kept.
-        let mut parts = Vec::new();
-        parts.push(0..runnable.len());
-        while let Some(part) = parts.pop() {
+        // Parts still to run, and whether their handlers may take several events at once; the
+        // last pushed runs first, so the queue's order is kept.
+        let mut parts = vec![(0..runnable.len(), Together::Yes)];
+        while let Some((part, together)) = parts.pop() {
             if part.is_empty() {
                 continue;
             }
             let mut savepoint = conn.begin().await?;
             match self
-                .run_handlers(&mut savepoint, &runnable[part.clone()])
+                .run_handlers(&mut savepoint, &runnable[part.clone()], together)
                 .await
             {
                 Ok(()) => {
@@ -356,13 +371,20 @@ impl Worker {
                         });
                     }
                 }
-                Err((offset, error)) => {
+                Err(Failure::Together(error)) => {
+                    // Found again, and pinned on its event, when they run one at a time; a
+                    // failure that does not come back there is a fault of the batched path.
+                    savepoint.rollback().await?;
+                    tracing::warn!(error = %chain(&error), events = part.len(), "events handled together failed; handling them one at a time");
+                    parts.push((part, Together::No));
+                }
+                Err(Failure::At(offset, error)) => {
                     savepoint.rollback().await?;
                     let failed = part.start + offset;
                     let (place, event) = &runnable[failed];
                     outcomes[*place] = Some(self.failure(&error, event.attempt));
-                    parts.push(failed + 1..part.end);
-                    parts.push(part.start..failed);
+                    parts.push((failed + 1..part.end, Together::Yes));
+                    parts.push((part.start..failed, Together::Yes));
                 }
             }
         }
@@ -375,27 +397,73 @@ impl Worker {
             .collect()
     }
 
-    /// Runs the handlers of each event in turn; stops at the first failure and says where.
+    /// Runs the handlers of each event in turn; stops at the first failure and says where. With
+    /// [`Together::Yes`], events in a row that one handler alone takes go to it together.
     async fn run_handlers(
         &self,
         conn: &mut AnyConnection,
         events: &[(usize, Event)],
-    ) -> Result<(), (usize, HandlerError)> {
-        let limit = self.settings.handler_timeout;
-        for (offset, (_, event)) in events.iter().enumerate() {
-            for handler in self.handlers.for_type(&event.event_type) {
-                // A panic is caught here, so it fails this event's attempt, not the worker.
-                let call = AssertUnwindSafe(handler.handle(&mut *conn, event)).catch_unwind();
-                let failure = match tokio::time::timeout(limit, call).await {
-                    Ok(Ok(Ok(()))) => continue,
-                    Ok(Ok(Err(error))) => error,
-                    Ok(Err(panic)) => HandlerError::Panicked(panic_message(panic.as_ref())),
-                    Err(_) => HandlerError::TimedOut(limit),
-                };
-                return Err((offset, failure));
+        together: Together,
+    ) -> Result<(), Failure> {
+        let mut offset = 0;
+        while offset < events.len() {
+            let event_type = &events[offset].1.event_type;
+            let run = match together {
+                Together::Yes => events[offset..]
+                    .iter()
+                    .take_while(|(_, e)| {
+                        self.handlers
+                            .one_handler_for_both(event_type, &e.event_type)
+                    })
+                    .count()
+                    .max(1),
+                Together::No => 1,
+            };
+            if run > 1 {
+                let batch: Vec<&Event> = events[offset..offset + run]
+                    .iter()
+                    .map(|(_, e)| e)
+                    .collect();
+                let handler = &self.handlers.for_type(event_type)[0];
+                let handled = self
+                    .guarded(async {
+                        handler
+                            .handle_batch(&mut *conn, &batch)
+                            .await
+                            .map(|result| result.map(|()| true))
+                            .unwrap_or(Ok(false))
+                    })
+                    .await
+                    .map_err(Failure::Together)?;
+                if handled {
+                    offset += run;
+                    continue;
+                }
             }
+            for (at, (_, event)) in events.iter().enumerate().skip(offset).take(run) {
+                for handler in self.handlers.for_type(&event.event_type) {
+                    self.guarded(handler.handle(&mut *conn, event))
+                        .await
+                        .map_err(|error| Failure::At(at, error))?;
+                }
+            }
+            offset += run;
         }
         Ok(())
+    }
+
+    /// A handler's call, with a panic or a run past the time limit turned into its error, so
+    /// that it fails the attempt, not the worker.
+    async fn guarded<T>(
+        &self,
+        call: impl std::future::Future<Output = Result<T, HandlerError>>,
+    ) -> Result<T, HandlerError> {
+        let limit = self.settings.handler_timeout;
+        match tokio::time::timeout(limit, AssertUnwindSafe(call).catch_unwind()).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(panic)) => Err(HandlerError::Panicked(panic_message(panic.as_ref()))),
+            Err(_) => Err(HandlerError::TimedOut(limit)),
+        }
     }
 
     /// What a failed attempt leads to: a retry with backoff, or `failed` for good.

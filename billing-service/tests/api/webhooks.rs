@@ -959,3 +959,235 @@ async fn events_of_another_api_version_are_counted_by_version() {
     );
     app.stop().await;
 }
+
+/// A charge event as JSON, about charge `charge` (ids are otherwise derived from the event's).
+fn charge_event(id: &str, charge: &str, created: i64, amount: i64) -> String {
+    let mut event: Value = serde_json::from_str(&event_json(&EventSpec {
+        amount,
+        ..spec("charge.succeeded", id, created)
+    }))
+    .unwrap();
+    event["data"]["object"]["id"] = json!(charge);
+    event.to_string()
+}
+
+/// Stores `bodies` as a service that stopped before its worker got to them; returns its pool.
+async fn stored_while_stopped(url: &str, bodies: &[String]) -> Db {
+    let settings = test_settings(url);
+    let early = {
+        let app = spawn_app(url).await;
+        let pool = app.db.clone();
+        app.stop().await;
+        pool
+    };
+    let batcher = Batcher::start(early.clone());
+    for body in bodies {
+        let header = header_value(WEBHOOK_SECRET, unix_now(), body.as_bytes());
+        accept_delivery(
+            &batcher,
+            &settings.stripe,
+            Some(&header),
+            body.as_bytes(),
+            unix_now(),
+        )
+        .await
+        .unwrap();
+    }
+    early
+}
+
+/// The charges handler takes the charge events of a batch together (one statement): the tables
+/// end as handling them one at a time would, and an event it cannot read is still pinned and
+/// parked alone.
+#[tokio::test]
+async fn charges_handled_together_end_as_one_at_a_time_would() {
+    for db in every_engine().await {
+        let t = unix_now() - 100;
+        let mut broken: Value =
+            serde_json::from_str(&charge_event("evt_tg_broken", "ch_tg_c", t + 1, 1)).unwrap();
+        broken["data"]["object"]
+            .as_object_mut()
+            .unwrap()
+            .remove("amount");
+        let bodies = [
+            // Three events about one charge, delivered out of order: the newest wins.
+            charge_event("evt_tg_a3", "ch_tg_a", t + 3, 300),
+            charge_event("evt_tg_a1", "ch_tg_a", t + 1, 100),
+            charge_event("evt_tg_a2", "ch_tg_a", t + 2, 200),
+            // Older than what the table already has for it.
+            charge_event("evt_tg_b_old", "ch_tg_b", t + 1, 111),
+            broken.to_string(),
+            charge_event("evt_tg_d", "ch_tg_d", t + 2, 400),
+        ];
+        // ch_tg_b as a newer event left it.
+        let app = spawn_app(&db.url).await;
+        let newer = charge_event("evt_tg_b_new", "ch_tg_b", t + 50, 999);
+        assert_eq!(app.deliver(&newer).await.status(), 200);
+        app.wait_processed("evt_tg_b_new").await;
+        app.stop().await;
+        let early = stored_while_stopped(&db.url, &bodies).await;
+        // The six are pending, and one batch takes them.
+        assert_eq!(
+            count(
+                &early,
+                "SELECT COUNT(*) FROM stripe_events WHERE status = 'pending'"
+            )
+            .await,
+            6
+        );
+        let app = spawn_app(&db.url).await;
+        for id in [
+            "evt_tg_a1",
+            "evt_tg_a2",
+            "evt_tg_a3",
+            "evt_tg_b_old",
+            "evt_tg_d",
+        ] {
+            let state = app.wait_processed(id).await;
+            assert_eq!(state.status, "processed", "{id} on {}", db.engine);
+            assert_eq!(state.attempts, 1, "{id} on {}", db.engine);
+        }
+        let broken =
+            crate::helpers::wait_for_event(&app.db, "evt_tg_broken", |s| s.status == "failed")
+                .await;
+        assert_eq!(broken.attempts, 1, "{}", db.engine);
+        assert!(
+            broken
+                .last_error
+                .as_deref()
+                .unwrap()
+                .contains("missing field `amount`"),
+            "{broken:?}"
+        );
+        let amounts: Vec<(String, i64, i64)> = sqlx::query(
+            "SELECT id, amount, event_created FROM charges WHERE id LIKE 'ch_tg_%' ORDER BY id",
+        )
+        .fetch_all(&app.db.pool)
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect();
+        assert_eq!(
+            amounts,
+            [
+                ("ch_tg_a".to_owned(), 300, t + 3),
+                ("ch_tg_b".to_owned(), 999, t + 50),
+                ("ch_tg_d".to_owned(), 400, t + 2),
+            ],
+            "{}",
+            db.engine
+        );
+        early.pool.close().await;
+        app.stop().await;
+    }
+}
+
+/// Counts how a handler was called: together (and with how many events), or one at a time.
+#[derive(Clone, Default)]
+struct Together {
+    batches: Arc<std::sync::Mutex<Vec<usize>>>,
+    singles: Arc<std::sync::Mutex<Vec<String>>>,
+    /// Fails the batch call, and the single call of this event.
+    fails: Option<&'static str>,
+}
+
+#[async_trait::async_trait]
+impl EventHandler for Together {
+    async fn handle(&self, _: &mut AnyConnection, event: &Event) -> Result<(), HandlerError> {
+        self.singles.lock().unwrap().push(event.id.clone());
+        if self.fails == Some(event.id.as_str()) {
+            return Err(HandlerError::Invalid(format!(
+                "{} cannot be handled",
+                event.id
+            )));
+        }
+        Ok(())
+    }
+
+    async fn handle_batch(
+        &self,
+        _: &mut AnyConnection,
+        events: &[&Event],
+    ) -> Option<Result<(), HandlerError>> {
+        self.batches.lock().unwrap().push(events.len());
+        if self
+            .fails
+            .is_some_and(|id| events.iter().any(|e| e.id == id))
+        {
+            return Some(Err(HandlerError::Invalid("one of them".into())));
+        }
+        Some(Ok(()))
+    }
+}
+
+/// Events in a row that one handler alone takes go to it together; a type with a second
+/// handler breaks the row (each of its events runs its handlers in turn); when the batch call
+/// fails, the events run one at a time and only the failing one is parked.
+#[tokio::test]
+async fn a_handler_gets_the_events_of_a_row_together_and_one_at_a_time_after_a_failure() {
+    for db in every_engine().await {
+        let t = unix_now() - 100;
+        let event =
+            |id: &str, event_type: &str, created: i64| event_json(&spec(event_type, id, created));
+        let bodies = [
+            event("evt_row_1", "customer.created", t),
+            event("evt_row_2", "customer.updated", t + 1),
+            event("evt_row_3", "customer.created", t + 2),
+            // Has the probe as a second handler: not taken together.
+            event("evt_row_4", "customer.deleted", t + 3),
+            event("evt_row_5", "customer.created", t + 4),
+            event("evt_row_6", "customer.updated", t + 5),
+        ];
+        let together = Together::default();
+        let probe = Probe::default();
+        let handlers = Handlers::default()
+            .on_each(
+                &["customer.created", "customer.updated", "customer.deleted"],
+                together.clone(),
+            )
+            .on("customer.deleted", probe.clone());
+        let early = stored_while_stopped(&db.url, &bodies).await;
+        let app = spawn_app_with_handlers(test_settings(&db.url), handlers).await;
+        app.wait_processed("evt_row_6").await;
+        assert_eq!(*together.batches.lock().unwrap(), [3, 2], "{}", db.engine);
+        assert_eq!(*together.singles.lock().unwrap(), ["evt_row_4"]);
+        assert_eq!(probe.calls.load(Ordering::SeqCst), 1);
+        app.stop().await;
+        early.pool.close().await;
+
+        let failing = Together {
+            fails: Some("evt_row_b2"),
+            ..Together::default()
+        };
+        let handlers = Handlers::default().on_each(&["customer.created"], failing.clone());
+        let bodies: Vec<String> = (1..=3)
+            .map(|i| event(&format!("evt_row_b{i}"), "customer.created", t + 10 + i))
+            .collect();
+        let early = stored_while_stopped(&db.url, &bodies).await;
+        let app = spawn_app_with_handlers(test_settings(&db.url), handlers).await;
+        let failed =
+            crate::helpers::wait_for_event(&app.db, "evt_row_b2", |s| s.status == "failed").await;
+        assert_eq!(failed.attempts, 1);
+        assert!(
+            failed
+                .last_error
+                .unwrap()
+                .contains("evt_row_b2 cannot be handled")
+        );
+        for id in ["evt_row_b1", "evt_row_b3"] {
+            assert_eq!(app.wait_processed(id).await.status, "processed");
+        }
+        // The batch failed, then the three ran one at a time: the failing one pinned, and the
+        // one after it taken on its own (a row of one).
+        assert_eq!(failing.batches.lock().unwrap()[0], 3, "{}", db.engine);
+        assert_eq!(
+            failing.singles.lock().unwrap()[..2],
+            ["evt_row_b1", "evt_row_b2"],
+            "{}",
+            db.engine
+        );
+        app.stop().await;
+        early.pool.close().await;
+    }
+}

@@ -31,12 +31,44 @@ impl EventHandler for Charges {
     async fn handle(&self, conn: &mut AnyConnection, event: &Event) -> Result<(), HandlerError> {
         write(conn, event).await.map(drop)
     }
+
+    /// One statement for the lot: the newest event of each charge (the last, in queue order)
+    /// is what applying them in turn leaves, the older ones being overwritten.
+    async fn handle_batch(
+        &self,
+        conn: &mut AnyConnection,
+        events: &[&Event],
+    ) -> Option<Result<(), HandlerError>> {
+        Some(write_all(conn, events).await)
+    }
+}
+
+async fn write_all(conn: &mut AnyConnection, events: &[&Event]) -> Result<(), HandlerError> {
+    let charges: Vec<(Charge, &Event)> = events
+        .iter()
+        .map(|event| Ok((event.object()?, *event)))
+        .collect::<Result<_, HandlerError>>()?;
+    let mut last = std::collections::HashMap::with_capacity(charges.len());
+    for (at, (charge, _)) in charges.iter().enumerate() {
+        last.insert(charge.id.as_str(), at);
+    }
+    let rows: Vec<charges::Charge<'_>> = charges
+        .iter()
+        .enumerate()
+        .filter(|(at, (charge, _))| last[charge.id.as_str()] == *at)
+        .map(|(_, (charge, event))| row(charge, event))
+        .collect();
+    Ok(charges::apply_events(conn, &rows).await?)
 }
 
 /// Returns the rows written.
 pub(super) async fn write(conn: &mut AnyConnection, event: &Event) -> Result<u64, HandlerError> {
     let c: Charge = event.object()?;
-    let row = charges::Charge {
+    Ok(charges::apply_event(conn, &row(&c, event)).await?)
+}
+
+fn row<'a>(c: &'a Charge, event: &Event) -> charges::Charge<'a> {
+    charges::Charge {
         id: &c.id,
         customer_id: id(&c.customer),
         amount: c.amount,
@@ -51,6 +83,5 @@ pub(super) async fn write(conn: &mut AnyConnection, event: &Event) -> Result<u64
         stripe_created: c.created,
         event_created: event.created,
         listed: event.listed,
-    };
-    Ok(charges::apply_event(conn, &row).await?)
+    }
 }

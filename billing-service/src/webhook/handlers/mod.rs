@@ -208,6 +208,20 @@ pub enum HandlerError {
 #[async_trait::async_trait]
 pub trait EventHandler: Send + Sync + 'static {
     async fn handle(&self, conn: &mut AnyConnection, event: &Event) -> Result<(), HandlerError>;
+
+    /// Handles events that follow one another in the worker's batch, in queue order, when this
+    /// is the only handler of their types: a handler that writes a row per event can write them
+    /// all with one statement, one round trip instead of one per event. It must leave the tables
+    /// as handling them in turn would. `None` (the default) means one at a time. When it fails,
+    /// the worker runs the events one at a time to find which one failed, so the error need not
+    /// say; the time limit is one event's.
+    async fn handle_batch(
+        &self,
+        _conn: &mut AnyConnection,
+        _events: &[&Event],
+    ) -> Option<Result<(), HandlerError>> {
+        None
+    }
 }
 
 /// Event type → the handlers to run, in order.
@@ -290,6 +304,15 @@ impl Handlers {
         let mut types: Vec<&str> = self.by_type.keys().map(String::as_str).collect();
         types.sort_unstable();
         types
+    }
+
+    /// Whether events of types `a` and `b` go to the same single handler, and so may be handled
+    /// together ([`EventHandler::handle_batch`]).
+    pub fn one_handler_for_both(&self, a: &str, b: &str) -> bool {
+        match (self.for_type(a), self.for_type(b)) {
+            ([x], [y]) => Arc::ptr_eq(x, y),
+            _ => false,
+        }
     }
 
     /// The handlers for a type; empty means the type is ignored.

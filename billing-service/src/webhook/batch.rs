@@ -306,6 +306,39 @@ mod tests {
         }
     }
 
+    /// The window waits for as many as the last batch had: a burst is gathered, while a
+    /// delivery after a lone one is written at once instead of waiting the window out.
+    #[tokio::test]
+    async fn the_window_waits_for_as_many_as_last_time_and_no_longer() {
+        for test_db in every_engine().await {
+            let db = connect(&test_db.url, true).await;
+            let window = Duration::from_millis(400);
+            let settings = BatchSettings {
+                window,
+                ..BatchSettings::for_engine(db.engine)
+            };
+            let batcher = Batcher::with_settings(db.clone(), settings);
+            // The first waits the window out: nothing is known of the load yet.
+            let (envelope, payload) = event("evt_w0");
+            let started = tokio::time::Instant::now();
+            batcher.store(envelope, payload).await.expect("stored");
+            assert!(started.elapsed() >= window, "{:?}", db.engine);
+            // Its batch was one: one at a time, none waits.
+            let started = tokio::time::Instant::now();
+            for i in 1..=5 {
+                let (envelope, payload) = event(&format!("evt_w{i}"));
+                batcher.store(envelope, payload).await.expect("stored");
+            }
+            assert!(
+                started.elapsed() < window,
+                "{:?}: {:?} for five deliveries one after the other",
+                db.engine,
+                started.elapsed()
+            );
+            db.pool.close().await;
+        }
+    }
+
     #[tokio::test]
     async fn a_failed_batch_gives_every_delivery_the_error() {
         for test_db in every_engine().await {

@@ -17,8 +17,8 @@ use serde_json::{Value, json};
 use sqlx::{AnyConnection, Row};
 
 use crate::helpers::{
-    WEBHOOK_SECRET, count, event_json, event_state, spawn_app, spawn_app_with,
-    spawn_app_with_handlers, test_settings,
+    WEBHOOK_SECRET, count, event_json, spawn_app, spawn_app_with, spawn_app_with_handlers,
+    test_settings,
 };
 use test_support::db::{every_engine, servers_or_skip};
 use test_support::proxy::proxied;
@@ -752,17 +752,7 @@ async fn a_poison_event_is_parked_as_failed_while_later_events_still_process() {
             crate::helpers::wait_for_event(&app.db, "evt_poison", |s| s.status == "failed").await;
         assert_eq!(poison.attempts, 3, "{:?}", db.engine);
         assert!(poison.last_error.unwrap().contains("injected failure 2"));
-        let broken = event_state(&app.db, "evt_broken").await.unwrap();
-        assert_eq!(broken.status, "failed");
-        assert_eq!(broken.attempts, 1, "not retried: it cannot succeed");
-        assert!(
-            broken
-                .last_error
-                .as_deref()
-                .unwrap()
-                .contains("missing field `amount`"),
-            "{broken:?}"
-        );
+        assert_parked_at_once(&app.db, "evt_broken", "missing field `amount`").await;
         app.stop().await;
     }
 }
@@ -770,39 +760,17 @@ async fn a_poison_event_is_parked_as_failed_while_later_events_still_process() {
 #[tokio::test]
 async fn events_stored_before_a_restart_are_processed_after_it() {
     for db in every_engine().await {
-        // Stored by a process that stopped before its worker got to them.
-        let settings = test_settings(&db.url);
-        let early = {
-            let app = spawn_app(&db.url).await;
-            let pool = app.db.clone();
-            app.stop().await;
-            pool
-        };
-        for i in 0..5 {
-            let body = event_json(&spec(
-                "customer.created",
-                &format!("evt_restart_{i}"),
-                unix_now(),
-            ));
-            let header = header_value(WEBHOOK_SECRET, unix_now(), body.as_bytes());
-            accept_delivery(
-                &Batcher::start(early.clone()),
-                &settings.stripe,
-                Some(&header),
-                body.as_bytes(),
-                unix_now(),
-            )
-            .await
-            .unwrap();
-        }
-        assert_eq!(
-            count(
-                &early,
-                "SELECT COUNT(*) FROM stripe_events WHERE status = 'pending'"
-            )
-            .await,
-            5
-        );
+        let bodies: Vec<String> = (0..5)
+            .map(|i| {
+                event_json(&spec(
+                    "customer.created",
+                    &format!("evt_restart_{i}"),
+                    unix_now(),
+                ))
+            })
+            .collect();
+        let early = stored_while_stopped(&db.url, &bodies).await;
+        assert_eq!(pending(&early).await, 5);
 
         let app = spawn_app(&db.url).await;
         for i in 0..5 {
@@ -960,6 +928,29 @@ async fn events_of_another_api_version_are_counted_by_version() {
     app.stop().await;
 }
 
+/// The event ends `failed` after its first attempt (it cannot succeed), with `error` in its
+/// last error.
+async fn assert_parked_at_once(db: &Db, id: &str, error: &str) {
+    let state = crate::helpers::wait_for_event(db, id, |s| s.status == "failed").await;
+    assert_eq!(state.attempts, 1, "not retried: it cannot succeed");
+    assert!(
+        state
+            .last_error
+            .as_deref()
+            .unwrap_or_default()
+            .contains(error),
+        "{state:?}"
+    );
+}
+
+async fn pending(db: &Db) -> i64 {
+    count(
+        db,
+        "SELECT COUNT(*) FROM stripe_events WHERE status = 'pending'",
+    )
+    .await
+}
+
 /// A charge event as JSON, about charge `charge` (ids are otherwise derived from the event's).
 fn charge_event(id: &str, charge: &str, created: i64, amount: i64) -> String {
     let mut event: Value = serde_json::from_str(&event_json(&EventSpec {
@@ -1027,14 +1018,7 @@ async fn charges_handled_together_end_as_one_at_a_time_would() {
         app.stop().await;
         let early = stored_while_stopped(&db.url, &bodies).await;
         // The six are pending, and one batch takes them.
-        assert_eq!(
-            count(
-                &early,
-                "SELECT COUNT(*) FROM stripe_events WHERE status = 'pending'"
-            )
-            .await,
-            6
-        );
+        assert_eq!(pending(&early).await, 6);
         let app = spawn_app(&db.url).await;
         for id in [
             "evt_tg_a1",
@@ -1047,18 +1031,7 @@ async fn charges_handled_together_end_as_one_at_a_time_would() {
             assert_eq!(state.status, "processed", "{id} on {}", db.engine);
             assert_eq!(state.attempts, 1, "{id} on {}", db.engine);
         }
-        let broken =
-            crate::helpers::wait_for_event(&app.db, "evt_tg_broken", |s| s.status == "failed")
-                .await;
-        assert_eq!(broken.attempts, 1, "{}", db.engine);
-        assert!(
-            broken
-                .last_error
-                .as_deref()
-                .unwrap()
-                .contains("missing field `amount`"),
-            "{broken:?}"
-        );
+        assert_parked_at_once(&app.db, "evt_tg_broken", "missing field `amount`").await;
         let amounts: Vec<(String, i64, i64)> = sqlx::query(
             "SELECT id, amount, event_created FROM charges WHERE id LIKE 'ch_tg_%' ORDER BY id",
         )

@@ -128,7 +128,7 @@ def render(rows, command):
     w("")
     w("events/s counts deliveries answered 2xx, each committed before its answer. The worker handles "
       "them meanwhile, as in production; what it had not handled when the load ended is in the "
-      "last three columns (its catch-up is polled every 100 ms), and the next load starts after it.")
+      "last three columns (its catch-up is polled every 20 ms), and the next load starts after it.")
     w("")
     w("### CPU per event, end to end")
     w("")

@@ -224,9 +224,10 @@ impl Upsert {
     }
 
     /// Writes several rows with one statement (on SQLite, with the one-row statement for each),
-    /// as if each were upserted in turn, for events (the listed flag is false). Keys must be distinct: PostgreSQL refuses to update one row twice in
-    /// a statement, so the caller keeps the last of each key (in queue order, the newest: the
-    /// row applying them in turn would end with). Rows written are not counted.
+    /// as if each were upserted in turn, for events (the listed flag is false). Keys must be
+    /// distinct: PostgreSQL refuses to update one row twice in a statement, so the caller keeps
+    /// the last of each key (in queue order, the newest: the row applying them in turn would end
+    /// with). Rows written are not counted.
     pub async fn execute_rows<'q, T>(
         &'static self,
         conn: &mut AnyConnection,
@@ -238,13 +239,12 @@ impl Upsert {
         if engine == Engine::Sqlite {
             // In the process, a statement costs no round trip, while compiling one of many rows
             // costs more than running the prepared one-row statement for each.
-            let text = self.texts[0].get_or_init(|| self.on_conflict());
             for row in rows {
-                let mut query = bind(sqlx::query(text.as_str()), row);
-                if newer_wins {
-                    query = query.bind(false);
-                }
-                query.execute(&mut *conn).await?;
+                self.execute_knowing(conn, None, |query| {
+                    let query = bind(query, row);
+                    if newer_wins { query.bind(false) } else { query }
+                })
+                .await?;
             }
             return Ok(());
         }

@@ -5,8 +5,8 @@
 //! database can flush separate commits (a few thousand on PostgreSQL here). So deliveries go
 //! through a [`Batcher`]: one task gathers the deliveries that arrive together (up to
 //! `max_batch`; for at most `window` after the first, until there are as many as last time; and
-//! for as long as every writer is busy), stores them with [`insert_events`] in one statement, and answers each waiting delivery only
-//! after that statement committed. If it fails, every delivery of the batch gets the error, so
+//! for as long as every writer is busy), stores them with [`insert_events`] in one statement,
+//! and answers each waiting delivery only after that statement committed. If it fails, every delivery of the batch gets the error, so
 //! every one is answered 503 and Stripe retries it; none is acknowledged unless stored.
 //!
 //! The same event id twice in one batch is stored once: the first of them is new, the others
@@ -166,15 +166,15 @@ impl Batcher {
 async fn gather(db: Db, settings: BatchSettings, mut receiver: mpsc::Receiver<Delivery>) {
     let writers = Arc::new(Semaphore::new(settings.writers));
     // The deliveries of the last batch, which under a steady load are the senders that come back
-    // for the next one. Many at first, so that a burst starting cold is gathered too.
+    // for the next one (never more than `max_batch`). Many at first, so that a burst starting
+    // cold is gathered too.
     let mut last = settings.max_batch;
     while let Some(first) = receiver.recv().await {
         let mut batch = Vec::with_capacity(settings.max_batch);
         batch.push(first);
-        let expected = last.min(settings.max_batch);
-        if expected > 1 && !settings.window.is_zero() {
+        if last > 1 && !settings.window.is_zero() {
             let deadline = tokio::time::Instant::now() + settings.window;
-            while batch.len() < expected {
+            while batch.len() < last {
                 match tokio::time::timeout_at(deadline, receiver.recv()).await {
                     Ok(Some(delivery)) => batch.push(delivery),
                     Ok(None) | Err(_) => break,

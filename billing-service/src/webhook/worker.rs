@@ -407,31 +407,34 @@ impl Worker {
     ) -> Result<(), Failure> {
         let mut offset = 0;
         while offset < events.len() {
-            let event_type = &events[offset].1.event_type;
-            let run = match together {
-                Together::Yes => events[offset..]
+            // The events from here that the same handler alone takes, if this one's is alone.
+            let only = match (
+                together,
+                self.handlers.for_type(&events[offset].1.event_type),
+            ) {
+                (Together::Yes, [only]) => Some(only),
+                _ => None,
+            };
+            let run = match only {
+                Some(only) => events[offset..]
                     .iter()
                     .take_while(|(_, e)| {
-                        self.handlers
-                            .one_handler_for_both(event_type, &e.event_type)
+                        matches!(self.handlers.for_type(&e.event_type), [h] if Arc::ptr_eq(h, only))
                     })
-                    .count()
-                    .max(1),
-                Together::No => 1,
+                    .count(),
+                None => 1,
             };
-            if run > 1 {
+            if let (Some(handler), true) = (only, run > 1) {
                 let batch: Vec<&Event> = events[offset..offset + run]
                     .iter()
                     .map(|(_, e)| e)
                     .collect();
-                let handler = &self.handlers.for_type(event_type)[0];
                 let handled = self
                     .guarded(async {
-                        handler
-                            .handle_batch(&mut *conn, &batch)
-                            .await
-                            .map(|result| result.map(|()| true))
-                            .unwrap_or(Ok(false))
+                        match handler.handle_batch(&mut *conn, &batch).await {
+                            Some(result) => result.map(|()| true),
+                            None => Ok(false),
+                        }
                     })
                     .await
                     .map_err(Failure::Together)?;

@@ -943,6 +943,21 @@ async fn assert_parked_at_once(db: &Db, id: &str, error: &str) {
     );
 }
 
+/// (id, amount, event_created) of the charges whose id starts with `prefix`, by id.
+async fn charge_rows<'c>(
+    conn: impl sqlx::Executor<'c, Database = sqlx::Any>,
+    prefix: &str,
+) -> Vec<(String, i64, i64)> {
+    sqlx::query("SELECT id, amount, event_created FROM charges ORDER BY id")
+        .fetch_all(conn)
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .filter(|(id, _, _): &(String, i64, i64)| id.starts_with(prefix))
+        .collect()
+}
+
 async fn pending(db: &Db) -> i64 {
     count(
         db,
@@ -1032,15 +1047,7 @@ async fn charges_handled_together_end_as_one_at_a_time_would() {
             assert_eq!(state.attempts, 1, "{id} on {}", db.engine);
         }
         assert_parked_at_once(&app.db, "evt_tg_broken", "missing field `amount`").await;
-        let amounts: Vec<(String, i64, i64)> = sqlx::query(
-            "SELECT id, amount, event_created FROM charges WHERE id LIKE 'ch_tg_%' ORDER BY id",
-        )
-        .fetch_all(&app.db.pool)
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| (r.get(0), r.get(1), r.get(2)))
-        .collect();
+        let amounts = charge_rows(&app.db.pool, "ch_tg_").await;
         assert_eq!(
             amounts,
             [
@@ -1162,5 +1169,54 @@ async fn a_handler_gets_the_events_of_a_row_together_and_one_at_a_time_after_a_f
         );
         app.stop().await;
         early.pool.close().await;
+    }
+}
+
+/// The charges handler's batch call itself (the worker would hide its failure by running the
+/// events one at a time): repeats of a charge in one call, in queue order, end as the newest
+/// left it, and an older event leaves a newer row alone.
+#[tokio::test]
+async fn the_charges_handler_writes_a_batch_with_repeats_in_one_call() {
+    for db in every_engine().await {
+        let pool = crate::helpers::connect_migrated(&db.url).await;
+        let t = unix_now() - 100;
+        let event = |id: &str, charge: &str, created: i64, amount: i64| Event {
+            id: id.to_owned(),
+            event_type: "charge.succeeded".to_owned(),
+            created,
+            payload: serde_json::from_str(&charge_event(id, charge, created, amount)).unwrap(),
+            attempt: 1,
+            ties: None,
+            listed: false,
+        };
+        let handlers = Handlers::builtin();
+        let charges = &handlers.for_type("charge.succeeded")[0];
+        let mut conn = pool.pool.acquire().await.unwrap();
+        let newer = event("evt_cb_b_new", "ch_cb_b", t + 50, 999);
+        charges.handle(&mut conn, &newer).await.unwrap();
+        let batch = [
+            event("evt_cb_a1", "ch_cb_a", t + 1, 100),
+            event("evt_cb_b_old", "ch_cb_b", t + 1, 111),
+            event("evt_cb_a2", "ch_cb_a", t + 2, 200),
+            event("evt_cb_a3", "ch_cb_a", t + 3, 300),
+        ];
+        let batch: Vec<&Event> = batch.iter().collect();
+        assert!(
+            matches!(charges.handle_batch(&mut conn, &batch).await, Some(Ok(()))),
+            "{}",
+            db.engine
+        );
+        let rows = charge_rows(&mut *conn, "ch_cb_").await;
+        assert_eq!(
+            rows,
+            [
+                ("ch_cb_a".to_owned(), 300, t + 3),
+                ("ch_cb_b".to_owned(), 999, t + 50),
+            ],
+            "{}",
+            db.engine
+        );
+        drop(conn);
+        pool.pool.close().await;
     }
 }

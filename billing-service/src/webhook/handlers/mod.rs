@@ -306,15 +306,6 @@ impl Handlers {
         types
     }
 
-    /// Whether events of types `a` and `b` go to the same single handler, and so may be handled
-    /// together ([`EventHandler::handle_batch`]).
-    pub fn one_handler_for_both(&self, a: &str, b: &str) -> bool {
-        match (self.for_type(a), self.for_type(b)) {
-            ([x], [y]) => Arc::ptr_eq(x, y),
-            _ => false,
-        }
-    }
-
     /// The handlers for a type; empty means the type is ignored.
     pub fn for_type(&self, event_type: &str) -> &[Arc<dyn EventHandler>] {
         self.by_type

@@ -6,6 +6,10 @@
 #   bench/run.sh            full run (~6 minutes after the release build)
 #   bench/run.sh --quick    smaller counts, shorter timings (~2 minutes after the build)
 #
+# BENCH_SERVICE_BIN=path measures that billing-service binary instead of this checkout's (say, a
+# release build of the previous commit), with the same loads and the same generator: runs of
+# the two, interleaved, give a change's before and after.
+#
 # Needs: cargo, psql + pgbench, sqlite3, node + npm, python3, curl; PostgreSQL reachable at
 # BENCH_PG_ADMIN (default postgres://postgres@127.0.0.1:5432/postgres, trust auth); the mysql
 # client and MariaDB or MySQL at BENCH_MYSQL (default root@127.0.0.1:3306, no password). Every load
@@ -18,6 +22,7 @@ BENCH="$ROOT/bench"
 OUT="$BENCH/results"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target-bench}"
 BIN="$CARGO_TARGET_DIR/release"
+SERVICE_BIN="${BENCH_SERVICE_BIN:-$BIN/billing-service}"
 PG_ADMIN="${BENCH_PG_ADMIN:-postgres://postgres@127.0.0.1:5432/postgres}"
 PG_BASE="${PG_ADMIN%/*}"
 MYSQL_BASE="${BENCH_MYSQL:-mysql://root@127.0.0.1:3306}"
@@ -143,7 +148,7 @@ start_service() { # url log
     started=$(now_ns)
     DATABASE_URL="$1" SERVER_PORT=$PORT STRIPE_API_SECRET_KEY=sk_test_bench \
         STRIPE_WEBHOOK_SECRET=$SECRET LOG_FORMAT=json RUST_LOG=warn \
-        "$BIN/billing-service" >>"$2" 2>&1 &
+        "$SERVICE_BIN" >>"$2" 2>&1 &
     SERVICE_PID=$!
     PIDS+=("$SERVICE_PID")
     READY_MS=$(wait_ready $PORT "$started")
@@ -386,7 +391,7 @@ if ((!COST)); then
 log "floor: pgbench INSERT ... ON CONFLICT DO NOTHING, one per commit and 256 per commit"
 FLOOR_URL=$(fresh_pg_db bench_billing_floor)
 # The service's own schema: the same table, with the same indexes to maintain.
-DATABASE_URL="$FLOOR_URL" "$BIN/billing-service" migrate >/dev/null
+DATABASE_URL="$FLOOR_URL" "$SERVICE_BIN" migrate >/dev/null
 # The payload the load sends, behind an immutable function: in the script's text pgbench would
 # take the JSON's colons for its own variables, and a constant function is folded away.
 PAYLOAD=$(pg_count "$PG_URL" "SELECT quote_literal(payload) FROM stripe_events WHERE id LIKE 'evt_trg%' LIMIT 1")

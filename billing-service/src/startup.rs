@@ -33,7 +33,7 @@ use crate::portal::PortalConfiguration;
 use crate::products::Products;
 use crate::routes;
 use crate::server;
-use crate::state::AppState;
+use crate::state::{AppParts, AppState};
 use crate::stripe_reader::StripeReader;
 use crate::webhook::batch::Batcher;
 use crate::webhook::handlers::{Handlers, TieResolver};
@@ -153,11 +153,11 @@ pub fn assemble(
     )
     .resolving_ties_with(TieResolver::new(Arc::clone(&reader), metrics.clone()));
     let (webhook_batcher, inline_worker) = match mode {
-        Mode::Server => (Batcher::start(db.clone()), None),
+        Mode::Server => (Batcher::start(db.clone(), worker.on_receipt()), None),
         Mode::Lambda => (Batcher::direct(db.clone()), Some(worker.clone())),
     };
     let portal = Arc::new(PortalConfiguration::new(settings.stripe.products_cache));
-    let state = AppState {
+    let state = AppState::new(AppParts {
         db,
         portal,
         settings: Arc::new(settings),
@@ -170,7 +170,7 @@ pub fn assemble(
         auth,
         webhook_bodies: BodyBudget::default(),
         inline_worker,
-    };
+    });
     Ok((state, worker, reader))
 }
 

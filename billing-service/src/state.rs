@@ -17,8 +17,26 @@ use crate::webhook::batch::Batcher;
 use crate::webhook::receive::BodyBudget;
 use crate::webhook::worker::{Worker, WorkerHealth};
 
+/// Cloned for every request (axum's `State`): one reference count, not one per part (the
+/// Stripe client alone holds several).
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<AppParts>);
+
+impl AppState {
+    pub fn new(parts: AppParts) -> Self {
+        Self(Arc::new(parts))
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = AppParts;
+
+    fn deref(&self) -> &AppParts {
+        &self.0
+    }
+}
+
+pub struct AppParts {
     pub db: Db,
     pub settings: Arc<Settings>,
     pub metrics: Metrics,

@@ -65,7 +65,7 @@ async fn receive(
             state
                 .metrics
                 .received(if duplicate { "duplicate" } else { "accepted" });
-            if !duplicate {
+            if stored == Stored::New {
                 state.wake_worker.notify_one();
             }
             note_api_version(&state, &envelope);

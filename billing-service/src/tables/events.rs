@@ -8,6 +8,9 @@
 //! writer stored one of them in between, the key refuses the whole statement and the two steps
 //! run again.
 //!
+//! A row is stored `pending`, or already `processed` or `ignored` when its handlers ran in the
+//! storing transaction (`webhook::batch`).
+//!
 //! Processing: the worker claims due rows (oldest `created` first) and records each outcome;
 //! operators list and replay rows. A row's `status` is an [`EventStatus`], parsed here, at the
 //! edge, so no other module compares status strings.
@@ -69,15 +72,18 @@ impl FromStr for EventStatus {
     }
 }
 
-/// Whether a delivery was new.
+/// Whether a delivery was new, and whether the worker has anything to do for it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Stored {
+    /// New, and pending: the worker handles it.
     New,
+    /// New, and handled as it was stored (see `webhook::batch`): processed or ignored.
+    Handled,
     Duplicate,
 }
 
 /// Bound parameters per row of [`insert`].
-const COLUMNS: usize = 9;
+const COLUMNS: usize = 12;
 
 /// The most rows one [`insert`] may take: SQLite's bundled build allows 32,766 bound
 /// parameters in a statement (PostgreSQL 65,535), so this keeps one statement valid on both.
@@ -87,6 +93,7 @@ pub const MAX_ROWS: usize = 32_766 / COLUMNS;
 const MARK_CHUNK: usize = 1000;
 
 /// One event to store: the envelope's fields and the raw body exactly as it came.
+#[derive(Debug, Clone)]
 pub struct NewEvent<'a> {
     pub id: &'a str,
     pub event_type: &'a str,
@@ -96,6 +103,9 @@ pub struct NewEvent<'a> {
     pub account: Option<&'a str>,
     pub object_id: Option<&'a str>,
     pub payload: &'a str,
+    /// `Pending` for the worker; `Processed` or `Ignored` (after one attempt) when its handlers
+    /// run in the storing transaction.
+    pub status: EventStatus,
 }
 
 /// Inserts the events in one statement, hence one transaction and one commit, and returns the
@@ -106,18 +116,42 @@ pub struct NewEvent<'a> {
 /// inserted but not committed waits for it, so two writers taking the same ids in different
 /// orders could each wait for the other (PostgreSQL reports the deadlock and fails one batch).
 pub async fn insert(db: &Db, events: &[NewEvent<'_>]) -> Result<HashSet<String>, sqlx::Error> {
-    if events.is_empty() {
-        return Ok(HashSet::new());
+    if db.engine == Engine::Mysql {
+        return insert_mysql(db, &in_id_order(events)).await;
     }
+    insert_returning(&db.pool, db.engine, events).await
+}
+
+/// [`insert`] in the caller's transaction, on PostgreSQL or SQLite, whose `ON CONFLICT DO
+/// NOTHING` leaves the transaction usable when an id was stored before.
+pub async fn insert_in(
+    conn: &mut AnyConnection,
+    events: &[NewEvent<'_>],
+) -> Result<HashSet<String>, sqlx::Error> {
+    let engine = Engine::of_connection(conn);
+    debug_assert!(engine != Engine::Mysql);
+    insert_returning(conn, engine, events).await
+}
+
+fn in_id_order<'e, 'a>(events: &'e [NewEvent<'a>]) -> Vec<&'e NewEvent<'a>> {
     debug_assert!(events.len() <= MAX_ROWS);
     let mut events: Vec<&NewEvent<'_>> = events.iter().collect();
     events.sort_unstable_by_key(|e| e.id);
-    if db.engine == Engine::Mysql {
-        return insert_mysql(db, &events).await;
+    events
+}
+
+async fn insert_returning<'c>(
+    executor: impl Executor<'c, Database = Any>,
+    engine: Engine,
+    events: &[NewEvent<'_>],
+) -> Result<HashSet<String>, sqlx::Error> {
+    if events.is_empty() {
+        return Ok(HashSet::new());
     }
-    let mut sql = insert_sql(db.engine, events.len());
+    let events = in_id_order(events);
+    let mut sql = insert_sql(engine, events.len());
     sql.push_str(" ON CONFLICT (id) DO NOTHING RETURNING id");
-    let rows = bind_events(sql, events).fetch_all(&db.pool).await?;
+    let rows = bind_events(sql, events).fetch_all(executor).await?;
     rows.iter()
         .map(|row| row.try_get::<String, _>("id"))
         .collect()
@@ -130,6 +164,9 @@ const MYSQL_INSERT_ATTEMPTS: usize = 5;
 /// `INSERT` is all or nothing, so if another writer stored one of those ids in between (its
 /// delivery raced this one), the duplicate key refuses it and both steps run again.
 async fn insert_mysql(db: &Db, events: &[&NewEvent<'_>]) -> Result<HashSet<String>, sqlx::Error> {
+    if events.is_empty() {
+        return Ok(HashSet::new());
+    }
     let stored_sql = format!(
         "SELECT id FROM stripe_events WHERE id IN ({})",
         sql::placeholders(Engine::Mysql, 1, events.len())
@@ -176,7 +213,8 @@ fn insert_sql(engine: Engine, rows: usize) -> String {
     let mut sql = String::with_capacity(200 + rows * 60);
     sql.push_str(
         "INSERT INTO stripe_events
-            (id, type, created, livemode, api_version, account, object_id, payload, received_at_ms)
+            (id, type, created, livemode, api_version, account, object_id, payload, received_at_ms,
+             status, attempts, processed_at_ms)
          VALUES ",
     );
     sql::push_placeholder_rows(&mut sql, engine, rows, COLUMNS);
@@ -193,6 +231,7 @@ fn bind_events<'q>(
     // each batch size is a different text, and a cache of hundreds of them helps nobody.
     let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).persistent(false);
     for event in events {
+        let handled = event.status != EventStatus::Pending;
         query = query
             .bind(event.id)
             .bind(event.event_type)
@@ -202,7 +241,10 @@ fn bind_events<'q>(
             .bind(event.account)
             .bind(event.object_id)
             .bind(event.payload)
-            .bind(received_at_ms);
+            .bind(received_at_ms)
+            .bind(event.status.as_str())
+            .bind(i32::from(handled))
+            .bind(handled.then_some(received_at_ms));
     }
     query
 }

@@ -9,6 +9,15 @@
 //! and answers each waiting delivery only after that statement committed. If it fails, every delivery of the batch gets the error, so
 //! every one is answered 503 and Stripe retries it; none is acknowledged unless stored.
 //!
+//! Given a worker ([`Worker::on_receipt`]), the batch's new events whose handlers may run then
+//! ([`EventHandler::on_receipt`]) are handled in the same transaction, before the commit: they
+//! are stored `processed` (or `ignored`), so the worker never claims them nor rewrites their
+//! rows (BENCHMARKS.md). If a handler fails, the transaction is rolled back and the batch stored
+//! as without a worker, every event `pending`: the worker then finds the failing event, retries
+//! or parks it, and handles the others. So no delivery is refused for a handler.
+//!
+//! [`EventHandler::on_receipt`]: super::handlers::EventHandler::on_receipt
+//!
 //! The same event id twice in one batch is stored once: the first of them is new, the others
 //! are duplicates, exactly as if they had raced as separate inserts. Up to `writers` batches are
 //! written at once, so the next batch gathers while one waits for its flush; SQLite has a single
@@ -21,8 +30,12 @@ use std::time::Duration;
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
 use super::envelope::Envelope;
+use super::handlers::HandlerError;
+use super::worker::Worker;
+use crate::clock::now_ms;
 use crate::db::{Db, Engine};
-use crate::tables::events::{self, MAX_ROWS, NewEvent, Stored};
+use crate::error::chain;
+use crate::tables::events::{self, EventStatus, MAX_ROWS, NewEvent, Stored};
 
 #[derive(Debug, Clone)]
 pub struct BatchSettings {
@@ -111,13 +124,14 @@ enum Store {
 }
 
 impl Batcher {
-    /// Starts the batching task with the engine's settings. Needs a Tokio runtime.
-    pub fn start(db: Db) -> Self {
+    /// Starts the batching task with the engine's settings, handling events as they are stored
+    /// with `on_receipt` when there is one. Needs a Tokio runtime.
+    pub fn start(db: Db, on_receipt: Option<Worker>) -> Self {
         let settings = BatchSettings::for_engine(db.engine);
-        Self::with_settings(db, settings)
+        Self::with_settings(db, settings, on_receipt)
     }
 
-    pub fn with_settings(db: Db, settings: BatchSettings) -> Self {
+    pub fn with_settings(db: Db, settings: BatchSettings, on_receipt: Option<Worker>) -> Self {
         let settings = BatchSettings {
             max_batch: settings.max_batch.clamp(1, MAX_ROWS),
             writers: settings.writers.max(1),
@@ -126,7 +140,7 @@ impl Batcher {
         };
         let (sender, receiver) = mpsc::channel(settings.queue);
         let slot_wait = settings.slot_wait;
-        tokio::spawn(gather(db, settings, receiver));
+        tokio::spawn(gather(db, settings, on_receipt, receiver));
         Self(Store::Batched { sender, slot_wait })
     }
 
@@ -163,7 +177,12 @@ impl Batcher {
     }
 }
 
-async fn gather(db: Db, settings: BatchSettings, mut receiver: mpsc::Receiver<Delivery>) {
+async fn gather(
+    db: Db,
+    settings: BatchSettings,
+    on_receipt: Option<Worker>,
+    mut receiver: mpsc::Receiver<Delivery>,
+) {
     let writers = Arc::new(Semaphore::new(settings.writers));
     // The deliveries of the last batch, which under a steady load are the senders that come back
     // for the next one (never more than `max_batch`). Many at first, so that a burst starting
@@ -197,8 +216,9 @@ async fn gather(db: Db, settings: BatchSettings, mut receiver: mpsc::Receiver<De
         // The semaphore is never closed, so a permit always comes.
         let Ok(permit) = permit else { return };
         let db = db.clone();
+        let on_receipt = on_receipt.clone();
         tokio::spawn(async move {
-            write(&db, batch).await;
+            write(&db, on_receipt.as_ref(), batch).await;
             drop(permit);
         });
     }
@@ -206,21 +226,10 @@ async fn gather(db: Db, settings: BatchSettings, mut receiver: mpsc::Receiver<De
 
 /// Stores a batch and answers each delivery. A failure is not logged here: each delivery's
 /// answer carries it, and the HTTP layer logs what it answers.
-async fn write(db: &Db, batch: Vec<Delivery>) {
-    let mut seen = HashSet::with_capacity(batch.len());
-    let rows: Vec<NewEvent<'_>> = batch
-        .iter()
-        .filter(|d| seen.insert(d.envelope.id.as_str()))
-        .map(Delivery::as_new_event)
-        .collect();
-    match events::insert(db, &rows).await {
-        Ok(mut new_ids) => {
-            for delivery in batch {
-                // The first delivery of a new id takes it; later copies in the batch find it gone.
-                let stored = match new_ids.remove(delivery.envelope.id.as_str()) {
-                    true => Stored::New,
-                    false => Stored::Duplicate,
-                };
+async fn write(db: &Db, on_receipt: Option<&Worker>, batch: Vec<Delivery>) {
+    match store(db, on_receipt, &batch).await {
+        Ok(answers) => {
+            for (delivery, stored) in batch.into_iter().zip(answers) {
                 let _ = delivery.reply.send(Ok(stored));
             }
         }
@@ -233,11 +242,92 @@ async fn write(db: &Db, batch: Vec<Delivery>) {
     }
 }
 
+/// Stores a batch; returns what each delivery is answered, in order.
+async fn store(
+    db: &Db,
+    on_receipt: Option<&Worker>,
+    batch: &[Delivery],
+) -> Result<Vec<Stored>, sqlx::Error> {
+    let mut seen = HashSet::with_capacity(batch.len());
+    let mut rows: Vec<NewEvent<'_>> = batch
+        .iter()
+        .filter(|d| seen.insert(d.envelope.id.as_str()))
+        .map(Delivery::as_new_event)
+        .collect();
+    let mut new_ids = match on_receipt {
+        Some(worker) => store_and_handle(db, worker, &mut rows).await?,
+        None => events::insert(db, &rows).await?,
+    };
+    let handled: HashSet<&str> = rows
+        .iter()
+        .filter(|row| row.status != EventStatus::Pending)
+        .map(|row| row.id)
+        .collect();
+    Ok(batch
+        .iter()
+        .map(|delivery| {
+            let id = delivery.envelope.id.as_str();
+            // The first delivery of a new id takes it; later copies in the batch find it gone.
+            match (new_ids.remove(id), handled.contains(id)) {
+                (true, true) => Stored::Handled,
+                (true, false) => Stored::New,
+                (false, _) => Stored::Duplicate,
+            }
+        })
+        .collect())
+}
+
+/// Stores the rows and handles the new ones whose handlers may run now, in one transaction;
+/// returns the new ids. On return, each row's `status` says whether it was handled.
+async fn store_and_handle(
+    db: &Db,
+    worker: &Worker,
+    rows: &mut [NewEvent<'_>],
+) -> Result<HashSet<String>, sqlx::Error> {
+    for row in rows.iter_mut() {
+        row.status = worker.status_on_receipt(row.event_type);
+    }
+    if rows.iter().all(|row| row.status == EventStatus::Pending) {
+        return events::insert(db, rows).await;
+    }
+    match handle_as_stored(worker, rows).await {
+        Ok(new_ids) => Ok(new_ids),
+        Err(error) => {
+            tracing::warn!(error = %chain(&error), events = rows.len(), "handling events as they were stored failed; the worker will handle them");
+            for row in rows.iter_mut() {
+                row.status = EventStatus::Pending;
+            }
+            events::insert(db, rows).await
+        }
+    }
+}
+
+async fn handle_as_stored(
+    worker: &Worker,
+    rows: &[NewEvent<'_>],
+) -> Result<HashSet<String>, HandlerError> {
+    let mut tx = worker.begin_on_receipt().await?;
+    let new_ids = events::insert_in(&mut tx, rows).await?;
+    let stored_at_ms = now_ms();
+    let mut handled: Vec<&NewEvent<'_>> = rows
+        .iter()
+        .filter(|row| row.status != EventStatus::Pending && new_ids.contains(row.id))
+        .collect();
+    // In the queue's order, as the worker would take them.
+    handled.sort_by_key(|row| (row.created, row.id));
+    worker.handle_on_receipt(&mut tx, &handled).await?;
+    tx.commit().await?;
+    worker.count_on_receipt(&handled, stored_at_ms);
+    Ok(new_ids)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::configuration::DatabaseSettings;
+    use crate::configuration::{DatabaseSettings, WorkerSettings};
+    use crate::metrics::Metrics;
     use crate::migrate::Migrator;
+    use crate::webhook::handlers::{Event, EventHandler, HandlerError, Handlers};
     use test_support::db::every_engine;
 
     fn event(id: &str) -> (Envelope, String) {
@@ -271,7 +361,7 @@ mod tests {
                 window: Duration::from_millis(20),
                 ..BatchSettings::for_engine(db.engine)
             };
-            let batcher = Batcher::with_settings(db.clone(), settings);
+            let batcher = Batcher::with_settings(db.clone(), settings, None);
             // 100 distinct events, each delivered three times at once: repeats share batches.
             let mut tasks = Vec::new();
             for copy in 0..3 {
@@ -317,7 +407,7 @@ mod tests {
                 window,
                 ..BatchSettings::for_engine(db.engine)
             };
-            let batcher = Batcher::with_settings(db.clone(), settings);
+            let batcher = Batcher::with_settings(db.clone(), settings, None);
             // The first waits the window out: nothing is known of the load yet.
             let (envelope, payload) = event("evt_w0");
             let started = tokio::time::Instant::now();
@@ -339,6 +429,266 @@ mod tests {
         }
     }
 
+    /// A delivery of `event_type` about `object`.
+    fn delivery(id: &str, event_type: &str, object: serde_json::Value) -> (Envelope, String) {
+        delivery_at(id, event_type, 1_700_000_000, object)
+    }
+
+    fn delivery_at(
+        id: &str,
+        event_type: &str,
+        created: i64,
+        object: serde_json::Value,
+    ) -> (Envelope, String) {
+        let payload = serde_json::json!({
+            "id": id, "object": "event", "type": event_type, "created": created,
+            "livemode": false, "data": { "object": object },
+        })
+        .to_string();
+        let envelope = Envelope::parse(payload.as_bytes()).expect("a valid event");
+        (envelope, payload)
+    }
+
+    fn charge(id: &str, amount: i64) -> serde_json::Value {
+        serde_json::json!({
+            "id": id, "object": "charge", "amount": amount, "currency": "usd",
+            "status": "succeeded", "created": 1_700_000_000,
+        })
+    }
+
+    fn worker(db: &Db, handlers: Handlers) -> Worker {
+        let settings = WorkerSettings {
+            retry_base: Duration::from_millis(1),
+            retry_max: Duration::from_millis(1),
+            ..WorkerSettings::default()
+        };
+        Worker::new(
+            db.clone(),
+            handlers,
+            settings,
+            Metrics::default(),
+            Arc::new(tokio::sync::Notify::new()),
+        )
+    }
+
+    /// `(status, attempts, last_error)` of a stored event.
+    async fn row(db: &Db, id: &str) -> (String, i32, Option<String>) {
+        let sql = crate::db::sql::text(
+            db.engine,
+            "SELECT status, attempts, last_error FROM stripe_events WHERE id = $1",
+        );
+        let row = sqlx::query(sql)
+            .bind(id)
+            .fetch_one(&db.pool)
+            .await
+            .expect("the event is stored");
+        use sqlx::Row;
+        (row.get(0), row.get(1), row.get(2))
+    }
+
+    #[tokio::test]
+    async fn events_whose_handlers_may_run_then_are_handled_as_they_are_stored() {
+        for test_db in every_engine().await {
+            let db = connect(&test_db.url, true).await;
+            let on_receipt = worker(&db, Handlers::builtin()).on_receipt();
+            assert_eq!(on_receipt.is_none(), db.engine == Engine::Mysql);
+            let batcher = Batcher::with_settings(
+                db.clone(),
+                BatchSettings::for_engine(db.engine),
+                on_receipt,
+            );
+            let mut no_amount = charge("ch_2", 0);
+            no_amount.as_object_mut().unwrap().remove("amount");
+            let deliveries = [
+                delivery("evt_r1", "charge.succeeded", charge("ch_1", 500)),
+                delivery("evt_r2", "charge.succeeded", no_amount),
+                // Its handler may ask Stripe to settle a tie: the worker's.
+                delivery(
+                    "evt_r3",
+                    "customer.subscription.updated",
+                    serde_json::json!({}),
+                ),
+                delivery("evt_r4", "payout.paid", serde_json::json!({"id": "po_1"})),
+            ];
+            let mut answers = Vec::new();
+            for (envelope, payload) in deliveries {
+                answers.push(batcher.store(envelope, payload).await.expect("stored"));
+            }
+            let (envelope, payload) = delivery("evt_r1", "charge.succeeded", charge("ch_1", 500));
+            answers.push(batcher.store(envelope, payload).await.expect("stored"));
+            let rows = [
+                row(&db, "evt_r1").await,
+                row(&db, "evt_r2").await,
+                row(&db, "evt_r3").await,
+                row(&db, "evt_r4").await,
+            ];
+            let amount: Option<i64> = sqlx::query_scalar("SELECT amount FROM charges")
+                .fetch_optional(&db.pool)
+                .await
+                .expect("charges");
+            if db.engine == Engine::Mysql {
+                use Stored::*;
+                assert_eq!(answers, [New, New, New, New, Duplicate]);
+                assert!(rows.iter().all(|r| *r == ("pending".into(), 0, None)));
+                assert_eq!(amount, None);
+                continue;
+            }
+            use Stored::*;
+            assert_eq!(answers, [Handled, New, New, Handled, Duplicate]);
+            assert_eq!(rows[0], ("processed".into(), 1, None), "{:?}", db.engine);
+            assert_eq!(amount, Some(500), "{:?}", db.engine);
+            // The invalid charge failed its handler: stored all the same, for the worker.
+            assert_eq!(rows[1], ("pending".into(), 0, None));
+            assert_eq!(rows[2], ("pending".into(), 0, None));
+            assert_eq!(rows[3], ("ignored".into(), 1, None));
+            db.pool.close().await;
+        }
+    }
+
+    /// Fails its first call, after stalling for `stall`, and succeeds after that.
+    struct FailsFirst {
+        calls: std::sync::atomic::AtomicU32,
+        stall: Duration,
+    }
+
+    #[async_trait::async_trait]
+    impl EventHandler for FailsFirst {
+        async fn handle(
+            &self,
+            _conn: &mut sqlx::AnyConnection,
+            _event: &Event,
+        ) -> Result<(), HandlerError> {
+            use std::sync::atomic::Ordering;
+            if self.calls.fetch_add(1, Ordering::SeqCst) > 0 {
+                return Ok(());
+            }
+            tokio::time::sleep(self.stall).await;
+            Err(HandlerError::Other(anyhow::anyhow!("not this time")))
+        }
+
+        fn on_receipt(&self) -> bool {
+            true
+        }
+    }
+
+    /// A handler that fails or runs past its limit on receipt leaves the whole batch to the
+    /// worker, stored all the same: the deliveries are answered within the limit, and the
+    /// worker's first attempt handles them.
+    #[tokio::test]
+    async fn a_failure_on_receipt_leaves_the_batch_to_the_worker() {
+        for test_db in every_engine().await {
+            let db = connect(&test_db.url, true).await;
+            if db.engine == Engine::Mysql {
+                continue; // handled by the worker only (the test above)
+            }
+            for (batch, stall) in [
+                ("evt_x1", Duration::ZERO),
+                ("evt_x2", Duration::from_secs(30)),
+            ] {
+                // The charge comes first in the queue's order, so it is undone with the failure.
+                let (charged, failing) = (format!("{batch}a"), format!("{batch}b"));
+                let handler = FailsFirst {
+                    calls: Default::default(),
+                    stall,
+                };
+                let worker = worker(&db, Handlers::builtin().on("thing.happened", handler));
+                let settings = BatchSettings {
+                    window: Duration::from_millis(100),
+                    ..BatchSettings::for_engine(db.engine)
+                };
+                let batcher = Batcher::with_settings(db.clone(), settings, worker.on_receipt());
+                let started = tokio::time::Instant::now();
+                let charge_id = format!("ch_{batch}");
+                // Gathered into one batch by the window.
+                let deliveries = [
+                    delivery(&charged, "charge.succeeded", charge(&charge_id, 1)),
+                    delivery(&failing, "thing.happened", serde_json::json!({})),
+                ];
+                let answers = futures_util::future::join_all(
+                    deliveries
+                        .into_iter()
+                        .map(|(envelope, payload)| batcher.store(envelope, payload)),
+                )
+                .await;
+                assert!(
+                    started.elapsed() < Duration::from_secs(5),
+                    "{:?}",
+                    db.engine
+                );
+                for answer in answers {
+                    assert_eq!(answer.expect("stored"), Stored::New, "{:?}", db.engine);
+                }
+                assert_eq!(row(&db, &failing).await, ("pending".into(), 0, None));
+                assert_eq!(row(&db, &charged).await, ("pending".into(), 0, None));
+                let amount = || async {
+                    let sql = "SELECT amount FROM charges WHERE id = $1";
+                    sqlx::query_scalar::<_, i64>(crate::db::sql::text(db.engine, sql))
+                        .bind(&charge_id)
+                        .fetch_optional(&db.pool)
+                        .await
+                        .expect("charges")
+                };
+                assert_eq!(
+                    amount().await,
+                    None,
+                    "the charge's write is undone with the failure"
+                );
+                worker.drain().await.expect("drained");
+                assert_eq!(row(&db, &failing).await, ("processed".into(), 1, None));
+                assert_eq!(row(&db, &charged).await, ("processed".into(), 1, None));
+                assert_eq!(amount().await, Some(1));
+            }
+            db.pool.close().await;
+        }
+    }
+
+    /// A row another transaction holds fails the handler at once on PostgreSQL, instead of
+    /// holding the delivery until that transaction ends.
+    #[tokio::test]
+    async fn a_locked_row_does_not_hold_a_delivery_on_receipt() {
+        let Some(test_db) = every_engine()
+            .await
+            .into_iter()
+            .find(|t| t.engine == test_support::db::Engine::Postgres)
+        else {
+            return;
+        };
+        let db = connect(&test_db.url, true).await;
+        let batcher = Batcher::with_settings(
+            db.clone(),
+            BatchSettings::for_engine(db.engine),
+            worker(&db, Handlers::builtin()).on_receipt(),
+        );
+        let (envelope, payload) = delivery("evt_l1", "charge.succeeded", charge("ch_l", 100));
+        batcher.store(envelope, payload).await.expect("stored");
+        let mut holder = db.pool.begin().await.expect("begin");
+        sqlx::query("SELECT id FROM charges WHERE id = 'ch_l' FOR UPDATE")
+            .execute(&mut *holder)
+            .await
+            .expect("locked");
+        let (envelope, payload) = delivery_at(
+            "evt_l2",
+            "charge.updated",
+            1_700_000_001,
+            charge("ch_l", 200),
+        );
+        let started = tokio::time::Instant::now();
+        let stored =
+            tokio::time::timeout(Duration::from_secs(10), batcher.store(envelope, payload))
+                .await
+                .expect("answered while the row is held")
+                .expect("stored");
+        assert_eq!(stored, Stored::New);
+        assert!(
+            started.elapsed() < Duration::from_secs(3),
+            "{:?}",
+            started.elapsed()
+        );
+        holder.rollback().await.expect("rollback");
+        assert_eq!(row(&db, "evt_l2").await, ("pending".into(), 0, None));
+        db.pool.close().await;
+    }
+
     #[tokio::test]
     async fn a_failed_batch_gives_every_delivery_the_error() {
         for test_db in every_engine().await {
@@ -348,7 +698,7 @@ mod tests {
                 window: Duration::from_millis(50),
                 ..BatchSettings::for_engine(db.engine)
             };
-            let batcher = Batcher::with_settings(db.clone(), settings);
+            let batcher = Batcher::with_settings(db.clone(), settings, None);
             let tasks: Vec<_> = (0..20)
                 .map(|i| {
                     let batcher = batcher.clone();
@@ -387,7 +737,7 @@ mod tests {
             slot_wait: Duration::from_millis(100),
             ..BatchSettings::for_engine(db.engine)
         };
-        let batcher = Batcher::with_settings(db.clone(), settings);
+        let batcher = Batcher::with_settings(db.clone(), settings, None);
         let started = tokio::time::Instant::now();
         let tasks: Vec<_> = (0..10)
             .map(|i| {

@@ -10,7 +10,7 @@ use std::marker::PhantomData;
 use serde::Deserialize;
 use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
 
-use crate::tables::events::NewEvent;
+use crate::tables::events::{EventStatus, NewEvent};
 
 /// A Stripe event id (`evt_...`), the key that makes a repeat delivery recognisable.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -155,8 +155,8 @@ impl<'de> Visitor<'de> for Readable {
 }
 
 impl Envelope {
-    /// Reads the envelope of an event: UTF-8 JSON text holding one object, readable whole.
-    /// The row that stores this event, with `payload` (its text exactly as received).
+    /// The row that stores this event, with `payload` (its text exactly as received), for the
+    /// worker.
     pub fn as_new_event<'a>(&'a self, payload: &'a str) -> NewEvent<'a> {
         NewEvent {
             id: self.id.as_str(),
@@ -167,9 +167,11 @@ impl Envelope {
             account: self.account.as_deref(),
             object_id: self.object_id.as_deref(),
             payload,
+            status: EventStatus::Pending,
         }
     }
 
+    /// Reads the envelope of an event: UTF-8 JSON text holding one object, readable whole.
     pub fn parse(body: &[u8]) -> Result<Self, EnvelopeError> {
         Self::parse_str(Self::text(body)?)
     }

@@ -8,6 +8,10 @@
 //! [`Worker::process`]), so it never holds up the others: it is retried with exponential backoff
 //! and parked as `failed` with its error after `max_attempts`.
 //!
+//! On PostgreSQL and SQLite, events whose handlers may run as they are stored are handled in the
+//! storing transaction ([`Worker::on_receipt`], used by `webhook::batch`), with the same
+//! processing and outcomes; this worker then takes only the rest, and the retries.
+//!
 //! [`Worker::try_execute_batch`] is the unit tests drive to drain the queue deterministically;
 //! [`Worker::run_until_stopped`] loops over it, woken by the receiver when this process stored
 //! an event (after `batch_window`, so that events arriving together are claimed together), and
@@ -30,7 +34,7 @@ use crate::configuration::WorkerSettings;
 use crate::db::{self, Db, Engine};
 use crate::error::{chain, truncated};
 use crate::metrics::Metrics;
-use crate::tables::events::{self, AfterFailure, Claimed, EventStatus};
+use crate::tables::events::{self, AfterFailure, Claimed, EventStatus, NewEvent};
 
 #[derive(Clone)]
 pub struct Worker {
@@ -167,6 +171,11 @@ impl Drop for RunningGuard {
     }
 }
 
+/// The longest a handler may take when it runs as its delivery is stored: the delivery and the
+/// others stored with it wait for it, and Stripe for them. Past it, the event is retried by the
+/// worker, with the usual limit.
+const ON_RECEIPT_LIMIT: Duration = Duration::from_secs(1);
+
 /// Longest error text kept on a row.
 const MAX_ERROR_LEN: usize = 2000;
 
@@ -223,16 +232,17 @@ impl Worker {
     }
 
     async fn begin(&self) -> Result<sqlx::Transaction<'static, sqlx::Any>, sqlx::Error> {
-        let mut tx = self.db.pool.begin().await?;
-        if self.db.engine == Engine::Postgres {
+        match self.db.engine {
             // Losing this commit in a database crash only leaves the batch `pending`, to be
             // handled again (handlers are idempotent), so the worker need not wait for the WAL
-            // flush; the receiver's inserts, which acknowledge deliveries, still do.
-            sqlx::query("SET LOCAL synchronous_commit = off")
-                .execute(&mut *tx)
-                .await?;
+            // flush; the receiver's inserts, which acknowledge deliveries, still do. Set with the
+            // `BEGIN`, in its round trip.
+            Engine::Postgres => {
+                let begin = "BEGIN; SET LOCAL synchronous_commit = off";
+                self.db.pool.begin_with(begin).await
+            }
+            Engine::Mysql | Engine::Sqlite => self.db.pool.begin().await,
         }
-        Ok(tx)
     }
 
     /// Claims one stored event by id and runs its handlers now, in a transaction of its own.
@@ -310,6 +320,93 @@ impl Worker {
         Ok(outcomes)
     }
 
+    /// A copy of this worker that runs handlers as deliveries are stored (`webhook::batch`), in
+    /// the storing transaction: with no Stripe to settle ties with, and at most
+    /// [`ON_RECEIPT_LIMIT`] per handler, since the deliveries wait for it. `None` on MySQL,
+    /// where a deadlock aborts the transaction at any statement; on PostgreSQL and SQLite the
+    /// storing transaction is simply rolled back and the events stored for this worker.
+    pub fn on_receipt(&self) -> Option<Self> {
+        if self.db.engine == Engine::Mysql {
+            return None;
+        }
+        let mut worker = self.clone();
+        worker.ties = None;
+        worker.settings.handler_timeout = worker.settings.handler_timeout.min(ON_RECEIPT_LIMIT);
+        Some(worker)
+    }
+
+    /// How an event of this type is stored by a worker from [`Worker::on_receipt`]: `Processed`
+    /// when every handler of the type may run then ([`EventHandler::on_receipt`]), `Ignored`
+    /// when it has none, else `Pending`, for the worker.
+    ///
+    /// [`EventHandler::on_receipt`]: super::handlers::EventHandler::on_receipt
+    pub fn status_on_receipt(&self, event_type: &str) -> EventStatus {
+        match self.handlers.for_type(event_type) {
+            [] => EventStatus::Ignored,
+            handlers if handlers.iter().all(|h| h.on_receipt()) => EventStatus::Processed,
+            _ => EventStatus::Pending,
+        }
+    }
+
+    /// The transaction deliveries are stored and handled in. On PostgreSQL a row another
+    /// transaction holds (a worker's batch) fails the handler after half its limit instead of
+    /// holding every delivery of the batch: a statement the limit abandoned mid-flight would
+    /// hold them anyway, since the rollback waits for it. Set with the `BEGIN`, in its round
+    /// trip.
+    pub async fn begin_on_receipt(
+        &self,
+    ) -> Result<sqlx::Transaction<'static, sqlx::Any>, sqlx::Error> {
+        match self.db.engine {
+            Engine::Postgres => {
+                let begin = format!(
+                    "BEGIN; SET LOCAL lock_timeout = {}",
+                    (ON_RECEIPT_LIMIT / 2).as_millis()
+                );
+                self.db.pool.begin_with(sqlx::AssertSqlSafe(begin)).await
+            }
+            Engine::Mysql | Engine::Sqlite => self.db.pool.begin().await,
+        }
+    }
+
+    /// Runs the handlers of events just stored as `processed` or `ignored` (from
+    /// [`Worker::status_on_receipt`]) in the caller's transaction, in the given order (the
+    /// queue's), stopping at the first failure: the caller then rolls the transaction back and
+    /// stores the events for this worker, which pins the failure on its event. Once the
+    /// transaction has committed, [`Worker::count_on_receipt`] counts the events.
+    pub async fn handle_on_receipt(
+        &self,
+        conn: &mut AnyConnection,
+        stored: &[&NewEvent<'_>],
+    ) -> Result<(), HandlerError> {
+        let events = stored
+            .iter()
+            .enumerate()
+            .map(|(place, row)| {
+                let event = self.event(row.id, row.event_type, row.created, row.payload, 1);
+                Ok((place, event?))
+            })
+            .collect::<Result<Vec<_>, serde_json::Error>>()
+            .map_err(|e| HandlerError::Invalid(format!("the body is not JSON ({e})")))?;
+        match self.run_handlers(conn, &events, Together::Yes).await {
+            Ok(()) => Ok(()),
+            Err(Failure::At(_, error) | Failure::Together(error)) => Err(error),
+        }
+    }
+
+    /// Counts the events [`Worker::handle_on_receipt`] handled, stored at `stored_at_ms`, once
+    /// their transaction has committed.
+    pub fn count_on_receipt(&self, stored: &[&NewEvent<'_>], stored_at_ms: i64) {
+        let latency = (now_ms() - stored_at_ms).max(0) as f64 / 1000.0;
+        for event in stored {
+            let outcome = match self.handlers.for_type(event.event_type) {
+                [] => Outcome::Ignored,
+                _ => Outcome::Processed,
+            };
+            self.metrics
+                .processed(event.event_type, outcome.label(), Some(latency));
+        }
+    }
+
     /// Runs the handlers of a batch and returns each event's outcome, in the batch's order.
     ///
     /// A stored body that is not JSON cannot be handled by any attempt: it is parked as
@@ -328,19 +425,14 @@ impl Worker {
         // The events that can run, with their place in the batch.
         let mut runnable = Vec::with_capacity(claimed.len());
         for (place, row) in claimed.iter().enumerate() {
-            match serde_json::from_str(&row.payload) {
-                Ok(payload) => runnable.push((
-                    place,
-                    Event {
-                        id: row.id.clone(),
-                        event_type: row.event_type.clone(),
-                        created: row.created,
-                        payload,
-                        attempt: row.attempt,
-                        ties: self.ties.clone(),
-                        listed: false,
-                    },
-                )),
+            match self.event(
+                &row.id,
+                &row.event_type,
+                row.created,
+                &row.payload,
+                row.attempt,
+            ) {
+                Ok(event) => runnable.push((place, event)),
                 Err(e) => {
                     outcomes[place] = Some(Outcome::Failed {
                         error: format!("the stored body is not JSON ({e}); it cannot be handled"),
@@ -395,6 +487,26 @@ impl Worker {
                 outcome.ok_or_else(|| WorkerError::NoOutcome { id: row.id.clone() })
             })
             .collect()
+    }
+
+    /// The event handlers get for a stored body.
+    fn event(
+        &self,
+        id: &str,
+        event_type: &str,
+        created: i64,
+        payload: &str,
+        attempt: u32,
+    ) -> Result<Event, serde_json::Error> {
+        Ok(Event {
+            id: id.to_owned(),
+            event_type: event_type.to_owned(),
+            created,
+            payload: serde_json::from_str(payload)?,
+            attempt,
+            ties: self.ties.clone(),
+            listed: false,
+        })
     }
 
     /// Runs the handlers of each event in turn; stops at the first failure and says where. With

@@ -304,7 +304,7 @@ async fn race_to_store(
     ids: &[String],
     writers: usize,
 ) -> std::collections::HashMap<String, usize> {
-    use billing_service::tables::events::{self, NewEvent};
+    use billing_service::tables::events::{self, EventStatus, NewEvent};
     let start = Arc::new(tokio::sync::Barrier::new(writers));
     let tasks: Vec<_> = (0..writers)
         .map(|w| {
@@ -323,6 +323,7 @@ async fn race_to_store(
                         account: None,
                         object_id: None,
                         payload: "{}",
+                        status: EventStatus::Pending,
                     })
                     .collect();
                 start.wait().await;
@@ -986,7 +987,7 @@ async fn stored_while_stopped(url: &str, bodies: &[String]) -> Db {
         app.stop().await;
         pool
     };
-    let batcher = Batcher::start(early.clone());
+    let batcher = Batcher::start(early.clone(), None);
     for body in bodies {
         let header = header_value(WEBHOOK_SECRET, unix_now(), body.as_bytes());
         accept_delivery(

@@ -28,6 +28,11 @@ pub struct Charges;
 
 #[async_trait::async_trait]
 impl EventHandler for Charges {
+    /// It writes our tables and nothing else.
+    fn on_receipt(&self) -> bool {
+        true
+    }
+
     async fn handle(&self, conn: &mut AnyConnection, event: &Event) -> Result<(), HandlerError> {
         write(conn, event).await.map(drop)
     }
@@ -52,12 +57,16 @@ async fn write_all(conn: &mut AnyConnection, events: &[&Event]) -> Result<(), Ha
     for (at, (charge, _)) in charges.iter().enumerate() {
         last.insert(charge.id.as_str(), at);
     }
-    let rows: Vec<charges::Charge<'_>> = charges
+    let mut rows: Vec<charges::Charge<'_>> = charges
         .iter()
         .enumerate()
         .filter(|(at, (charge, _))| last[charge.id.as_str()] == *at)
         .map(|(_, (charge, event))| row(charge, event))
         .collect();
+    // Rows are locked in the order written: two transactions writing the same charges (the
+    // worker's, and a delivery's handled as it is stored) take them in one order, and neither
+    // waits for the other in a deadlock.
+    rows.sort_unstable_by_key(|c| c.id);
     Ok(charges::apply_events(conn, &rows).await?)
 }
 

@@ -25,6 +25,11 @@ pub struct CheckoutCompleted;
 
 #[async_trait::async_trait]
 impl EventHandler for CheckoutCompleted {
+    /// It writes our tables and nothing else.
+    fn on_receipt(&self) -> bool {
+        true
+    }
+
     async fn handle(&self, conn: &mut AnyConnection, event: &Event) -> Result<(), HandlerError> {
         let session: Session = event.object()?;
         let Some(customer) = id(&session.customer) else {

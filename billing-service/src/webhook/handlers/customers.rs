@@ -22,6 +22,11 @@ pub struct Customers;
 
 #[async_trait::async_trait]
 impl EventHandler for Customers {
+    /// It writes our tables and nothing else.
+    fn on_receipt(&self) -> bool {
+        true
+    }
+
     async fn handle(&self, conn: &mut AnyConnection, event: &Event) -> Result<(), HandlerError> {
         write(conn, event).await.map(drop)
     }

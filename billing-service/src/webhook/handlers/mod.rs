@@ -25,8 +25,10 @@
 //!
 //! let handlers = Handlers::builtin().on("customer.subscription.created", WelcomeEmail);
 //! ```
-//! Added handlers run after the built-in one for the same type, in the same transaction. Keep
-//! slow calls (HTTP, SMTP) out of them: write an outbox row instead, so the row lock is short.
+//! Added handlers run after the built-in one for the same type, in the same transaction, and by
+//! the worker, after the delivery is acknowledged (unless they say they may run before, with
+//! [`EventHandler::on_receipt`]). Keep slow calls (HTTP, SMTP) out of them: write an outbox row
+//! instead, so the row lock is short.
 //! A handler that panics, or runs past `WEBHOOK_HANDLER_TIMEOUT_SECS`, fails that event's
 //! attempt like an error would; the worker and the other events go on.
 
@@ -221,6 +223,17 @@ pub trait EventHandler: Send + Sync + 'static {
         _events: &[&Event],
     ) -> Option<Result<(), HandlerError>> {
         None
+    }
+
+    /// Whether this handler may run as its event is stored, in the transaction that stores it,
+    /// before the delivery is acknowledged: so the event costs one transaction instead of a
+    /// stored row the worker then claims and rewrites (`webhook::batch`). Only for a handler that
+    /// does nothing but write our tables through `conn`, briefly: the delivery waits for it, so
+    /// it gets at most a second, and no Stripe to settle ties with ([`Event::ties`] is `None`).
+    /// A failure there is the event's first attempt, retried by the worker as usual. On MySQL
+    /// every handler runs in the worker. `false` (the default): the worker runs it.
+    fn on_receipt(&self) -> bool {
+        false
     }
 }
 

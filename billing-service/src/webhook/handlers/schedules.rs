@@ -20,6 +20,11 @@ pub struct Schedules;
 
 #[async_trait::async_trait]
 impl EventHandler for Schedules {
+    /// It writes our tables and nothing else.
+    fn on_receipt(&self) -> bool {
+        true
+    }
+
     async fn handle(&self, conn: &mut AnyConnection, event: &Event) -> Result<(), HandlerError> {
         write(conn, event).await.map(drop)
     }

@@ -126,16 +126,17 @@ def render(rows, command):
       "(`billing-service/examples/http_floor.rs`: no signature, no parsing, no database): what the "
       "load generator and loopback HTTP alone allow on this machine.")
     w("")
-    w("events/s counts deliveries answered 2xx, each committed before its answer. The worker handles "
-      "them meanwhile, as in production; what it had not handled when the load ended is in the "
-      "last three columns (its catch-up is polled every 20 ms), and the next load starts after it.")
+    w("events/s counts deliveries answered 2xx, each committed before its answer. On PostgreSQL and "
+      "SQLite a charge is handled in the transaction that stores it; on MySQL the worker handles "
+      "the events meanwhile, as in production. What was not handled when the load ended is in the "
+      "last three columns (the catch-up is polled every 20 ms), and the next load starts after it.")
     w("")
     w("### CPU per event, end to end")
     w("")
     w("The CPU time of the server process and of the database server (`/proc/PID/stat`: user + "
       "system, every thread, and the children a process reaped, so PostgreSQL's exited backends "
       "count too; the load generator excluded), from the start of each load until every accepted "
-      "event was handled: for billing-service stored and processed by its worker, for the Node "
+      "event was handled: for billing-service stored and processed, for the Node "
       "handler and the HTTP floor answered. Handled events/s is over the same span.")
     w("")
     for line in cost_table(rows):

@@ -33,7 +33,7 @@ use super::envelope::Envelope;
 use super::handlers::HandlerError;
 use super::worker::Worker;
 use crate::clock::now_ms;
-use crate::db::{Db, Engine};
+use crate::db::{self, Db, Engine};
 use crate::error::chain;
 use crate::tables::events::{self, EventStatus, MAX_ROWS, NewEvent, Stored};
 
@@ -292,6 +292,8 @@ async fn store_and_handle(
     }
     match handle_as_stored(worker, rows).await {
         Ok(new_ids) => Ok(new_ids),
+        // The plain insert would not get through either: refused, and logged, as an outage.
+        Err(HandlerError::Database(e)) if db::is_unavailable(&e) => Err(e),
         Err(error) => {
             tracing::warn!(error = %chain(&error), events = rows.len(), "handling events as they were stored failed; the worker will handle them");
             for row in rows.iter_mut() {

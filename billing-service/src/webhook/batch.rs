@@ -295,7 +295,15 @@ async fn store_and_handle(
         // The plain insert would not get through either: refused, and logged, as an outage.
         Err(HandlerError::Database(e)) if db::is_unavailable(&e) => Err(e),
         Err(error) => {
-            tracing::warn!(error = %chain(&error), events = rows.len(), "handling events as they were stored failed; the worker will handle them");
+            if let HandlerError::Deferred(why) = error {
+                tracing::debug!(
+                    why,
+                    events = rows.len(),
+                    "an event is left to the worker, with its batch"
+                );
+            } else {
+                tracing::warn!(error = %chain(&error), events = rows.len(), "handling events as they were stored failed; the worker will handle them");
+            }
             for row in rows.iter_mut() {
                 row.status = EventStatus::Pending;
             }
@@ -488,11 +496,26 @@ mod tests {
         (row.get(0), row.get(1), row.get(2))
     }
 
+    /// A handler that says nothing of when it may run: the worker runs it.
+    struct Later;
+
+    #[async_trait::async_trait]
+    impl EventHandler for Later {
+        async fn handle(
+            &self,
+            _conn: &mut sqlx::AnyConnection,
+            _event: &Event,
+        ) -> Result<(), HandlerError> {
+            Ok(())
+        }
+    }
+
     #[tokio::test]
     async fn events_whose_handlers_may_run_then_are_handled_as_they_are_stored() {
         for test_db in every_engine().await {
             let db = connect(&test_db.url, true).await;
-            let on_receipt = worker(&db, Handlers::builtin()).on_receipt();
+            let handlers = Handlers::builtin().on("thing.happened", Later);
+            let on_receipt = worker(&db, handlers).on_receipt();
             assert_eq!(on_receipt.is_none(), db.engine == Engine::Mysql);
             let batcher = Batcher::with_settings(
                 db.clone(),
@@ -501,48 +524,78 @@ mod tests {
             );
             let mut no_amount = charge("ch_2", 0);
             no_amount.as_object_mut().unwrap().remove("amount");
+            let subscription = serde_json::json!({
+                "id": "sub_1", "object": "subscription", "customer": "cus_1", "status": "active",
+            });
+            let summary = serde_json::json!({
+                "object": "entitlements.active_entitlement_summary", "customer": "cus_1",
+                "entitlements": { "data": [{ "lookup_key": "pro" }], "has_more": false },
+            });
             let deliveries = [
                 delivery("evt_r1", "charge.succeeded", charge("ch_1", 500)),
                 delivery("evt_r2", "charge.succeeded", no_amount),
-                // Its handler may ask Stripe to settle a tie: the worker's.
-                delivery(
-                    "evt_r3",
-                    "customer.subscription.updated",
-                    serde_json::json!({}),
-                ),
+                delivery("evt_r3", "thing.happened", serde_json::json!({})),
                 delivery("evt_r4", "payout.paid", serde_json::json!({"id": "po_1"})),
+                delivery("evt_r1", "charge.succeeded", charge("ch_1", 500)),
+                delivery(
+                    "evt_r5",
+                    "customer.subscription.created",
+                    subscription.clone(),
+                ),
+                // The same second as the one stored: which is newer, only Stripe can say.
+                delivery("evt_r6", "customer.subscription.updated", subscription),
+                delivery(
+                    "evt_r7",
+                    "entitlements.active_entitlement_summary.updated",
+                    summary.clone(),
+                ),
+                // The same second again: Stripe's list settles it.
+                delivery(
+                    "evt_r8",
+                    "entitlements.active_entitlement_summary.updated",
+                    summary,
+                ),
             ];
             let mut answers = Vec::new();
             for (envelope, payload) in deliveries {
                 answers.push(batcher.store(envelope, payload).await.expect("stored"));
             }
-            let (envelope, payload) = delivery("evt_r1", "charge.succeeded", charge("ch_1", 500));
-            answers.push(batcher.store(envelope, payload).await.expect("stored"));
-            let rows = [
-                row(&db, "evt_r1").await,
-                row(&db, "evt_r2").await,
-                row(&db, "evt_r3").await,
-                row(&db, "evt_r4").await,
-            ];
+            let mut rows = Vec::new();
+            for i in 1..=8 {
+                let id = format!("evt_r{i}");
+                rows.push(row(&db, &id).await);
+            }
             let amount: Option<i64> = sqlx::query_scalar("SELECT amount FROM charges")
                 .fetch_optional(&db.pool)
                 .await
                 .expect("charges");
+            let pending = ("pending".to_owned(), 0, None);
+            let processed = ("processed".to_owned(), 1, None);
+            use Stored::*;
             if db.engine == Engine::Mysql {
-                use Stored::*;
-                assert_eq!(answers, [New, New, New, New, Duplicate]);
-                assert!(rows.iter().all(|r| *r == ("pending".into(), 0, None)));
+                assert_eq!(answers, [New, New, New, New, Duplicate, New, New, New, New]);
+                assert!(rows.iter().all(|r| *r == pending));
                 assert_eq!(amount, None);
                 continue;
             }
-            use Stored::*;
-            assert_eq!(answers, [Handled, New, New, Handled, Duplicate]);
-            assert_eq!(rows[0], ("processed".into(), 1, None), "{:?}", db.engine);
-            assert_eq!(amount, Some(500), "{:?}", db.engine);
+            let engine = db.engine;
+            assert_eq!(
+                answers,
+                [
+                    Handled, New, New, Handled, Duplicate, Handled, New, Handled, New
+                ],
+                "{engine:?}"
+            );
+            assert_eq!(rows[0], processed, "{engine:?}");
+            assert_eq!(amount, Some(500), "{engine:?}");
             // The invalid charge failed its handler: stored all the same, for the worker.
-            assert_eq!(rows[1], ("pending".into(), 0, None));
-            assert_eq!(rows[2], ("pending".into(), 0, None));
+            assert_eq!(rows[1], pending);
+            assert_eq!(rows[2], pending);
             assert_eq!(rows[3], ("ignored".into(), 1, None));
+            assert_eq!(rows[4], processed);
+            assert_eq!(rows[5], pending);
+            assert_eq!(rows[6], processed);
+            assert_eq!(rows[7], pending);
             db.pool.close().await;
         }
     }

@@ -321,7 +321,7 @@ impl Worker {
     }
 
     /// A copy of this worker that runs handlers as deliveries are stored (`webhook::batch`), in
-    /// the storing transaction: with no Stripe to settle ties with, and at most
+    /// the storing transaction: with no Stripe ([`Event::on_receipt`]), and at most
     /// [`ON_RECEIPT_LIMIT`] per handler, since the deliveries wait for it. `None` on MySQL,
     /// where a deadlock aborts the transaction at any statement; on PostgreSQL and SQLite the
     /// storing transaction is simply rolled back and the events stored for this worker.
@@ -382,8 +382,9 @@ impl Worker {
             .iter()
             .enumerate()
             .map(|(place, row)| {
-                let event = self.event(row.id, row.event_type, row.created, row.payload, 1);
-                Ok((place, event?))
+                let mut event = self.event(row.id, row.event_type, row.created, row.payload, 1)?;
+                event.on_receipt = true;
+                Ok((place, event))
             })
             .collect::<Result<Vec<_>, serde_json::Error>>()
             .map_err(|e| HandlerError::Invalid(format!("the body is not JSON ({e})")))?;
@@ -506,6 +507,7 @@ impl Worker {
             attempt,
             ties: self.ties.clone(),
             listed: false,
+            on_receipt: false,
         })
     }
 

@@ -1189,6 +1189,7 @@ async fn the_charges_handler_writes_a_batch_with_repeats_in_one_call() {
             attempt: 1,
             ties: None,
             listed: false,
+            on_receipt: false,
         };
         let handlers = Handlers::builtin();
         let charges = &handlers.for_type("charge.succeeded")[0];

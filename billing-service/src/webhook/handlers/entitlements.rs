@@ -39,6 +39,11 @@ pub struct Entitlements;
 
 #[async_trait::async_trait]
 impl EventHandler for Entitlements {
+    /// It writes our tables, and leaves a summary that needs Stripe's list to the worker.
+    fn on_receipt(&self) -> bool {
+        true
+    }
+
     async fn handle(&self, conn: &mut AnyConnection, event: &Event) -> Result<(), HandlerError> {
         let summary: Summary = event.object()?;
         let stored = entitlements::summary_created_of(&mut *conn, &summary.customer).await?;
@@ -47,6 +52,11 @@ impl EventHandler for Entitlements {
         }
         let tie = stored == Some(event.created);
         let partial = summary.entitlements.has_more;
+        if event.on_receipt && (partial || tie) {
+            return Err(HandlerError::Deferred(
+                "a partial or same-second summary, read whole from Stripe",
+            ));
+        }
         let carried = || -> Vec<String> {
             summary
                 .entitlements

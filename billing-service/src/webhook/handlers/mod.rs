@@ -64,6 +64,11 @@ pub struct Event {
     /// Not an event but an object `sync` read from Stripe's lists, as of `created` (the second
     /// Stripe read it): written only where it changes a row.
     pub listed: bool,
+    /// Handled as its delivery is stored, before it is acknowledged
+    /// ([`EventHandler::on_receipt`]): nothing may be asked of Stripe then. A handler that
+    /// would need to (a same-second tie, a partial list) returns [`HandlerError::Deferred`], and
+    /// the event goes to the worker, which asks.
+    pub on_receipt: bool,
 }
 
 /// The objects `sync` reads from Stripe's lists, each written by the built-in handler of the
@@ -118,6 +123,7 @@ impl Listed {
             attempt: 1,
             ties,
             listed: true,
+            on_receipt: false,
         };
         let written = match self {
             Self::Customer => customers::write(conn, &event).await,
@@ -205,6 +211,11 @@ pub enum HandlerError {
     /// The handler ran past `WEBHOOK_HANDLER_TIMEOUT_SECS`; retried with backoff.
     #[error("the handler did not finish within {0:?}")]
     TimedOut(std::time::Duration),
+    /// On receipt ([`Event::on_receipt`]), the event needs what only the worker has (Stripe):
+    /// not a failure; the event is stored for the worker. The worker never gets it (its
+    /// events are not on receipt), and would retry it with backoff.
+    #[error("left to the worker: {0}")]
+    Deferred(&'static str),
 }
 
 #[async_trait::async_trait]
@@ -228,10 +239,11 @@ pub trait EventHandler: Send + Sync + 'static {
     /// Whether this handler may run as its event is stored, in the transaction that stores it,
     /// before the delivery is acknowledged: so the event costs one transaction instead of a
     /// stored row the worker then claims and rewrites (`webhook::batch`). Only for a handler that
-    /// does nothing but write our tables through `conn`, briefly: the delivery waits for it, so
-    /// it gets at most a second, and no Stripe to settle ties with ([`Event::ties`] is `None`).
-    /// A failure there is the event's first attempt, retried by the worker as usual. On MySQL
-    /// every handler runs in the worker. `false` (the default): the worker runs it.
+    /// does nothing then but write our tables through `conn`, briefly: the delivery waits for
+    /// it, so it gets at most a second, and no Stripe ([`Event::ties`] is `None`; when it would
+    /// need Stripe it returns [`HandlerError::Deferred`]). If it fails, its batch is stored for
+    /// the worker, which runs it as usual. On MySQL every handler runs in the worker. `false`
+    /// (the default): the worker runs it.
     fn on_receipt(&self) -> bool {
         false
     }

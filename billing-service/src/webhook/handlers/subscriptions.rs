@@ -70,6 +70,11 @@ pub struct Subscriptions;
 
 #[async_trait::async_trait]
 impl EventHandler for Subscriptions {
+    /// It writes our tables, and leaves a same-second tie to the worker.
+    fn on_receipt(&self) -> bool {
+        true
+    }
+
     async fn handle(&self, conn: &mut AnyConnection, event: &Event) -> Result<(), HandlerError> {
         write(conn, event).await.map(drop)
     }
@@ -78,16 +83,24 @@ impl EventHandler for Subscriptions {
 /// Returns the rows written.
 pub(super) async fn write(conn: &mut AnyConnection, event: &Event) -> Result<u64, HandlerError> {
     let mut s: Subscription = event.object()?;
-    if let Some(ties) = &event.ties
+    if (event.ties.is_some() || event.on_receipt)
         && subscriptions::event_created_of(&mut *conn, &s.id).await? == Some(event.created)
-        && let Some(current) = ties
-            .current(event, &format!("/v1/subscriptions/{}", s.id))
-            .await
     {
-        match serde_json::from_value(current) {
-            Ok(current) => s = current,
-            Err(e) => {
-                tracing::warn!(event_id = %event.id, error = %e, "Stripe's subscription cannot be read; the event's copy is written")
+        if event.on_receipt {
+            return Err(HandlerError::Deferred(
+                "a same-second tie, settled with Stripe",
+            ));
+        }
+        if let Some(ties) = &event.ties
+            && let Some(current) = ties
+                .current(event, &format!("/v1/subscriptions/{}", s.id))
+                .await
+        {
+            match serde_json::from_value(current) {
+                Ok(current) => s = current,
+                Err(e) => {
+                    tracing::warn!(event_id = %event.id, error = %e, "Stripe's subscription cannot be read; the event's copy is written")
+                }
             }
         }
     }

@@ -19,6 +19,11 @@ struct ResultLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabel {
+    reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ProcessedLabels {
     r#type: String,
     outcome: &'static str,
@@ -49,6 +54,7 @@ struct Inner {
     latency: Histogram,
     other_api_version: Family<ApiVersionLabel, Counter>,
     ties: Family<TieLabels, Counter>,
+    left_to_worker: Family<ReasonLabel, Counter>,
 }
 
 impl Default for Metrics {
@@ -96,6 +102,12 @@ impl Default for Metrics {
             "Events of the same second as their object's stored state, by type and how settled (stripe: Stripe's current object written; kept: Stripe unreadable, the later-processed event wins)",
             ties.clone(),
         );
+        let left_to_worker = Family::<ReasonLabel, Counter>::default();
+        registry.register(
+            "webhook_events_left_to_worker",
+            "Events whose handlers may run as they are stored, left to the worker with their batch, by reason (needs_stripe: a handler needed Stripe; failed: a handler failed or ran out of time)",
+            left_to_worker.clone(),
+        );
         Self {
             inner: Arc::new(Inner {
                 registry,
@@ -106,6 +118,7 @@ impl Default for Metrics {
                 latency,
                 other_api_version,
                 ties,
+                left_to_worker,
             }),
         }
     }
@@ -153,6 +166,13 @@ impl Metrics {
                 settled,
             })
             .inc();
+    }
+
+    pub fn left_to_worker(&self, reason: &'static str, events: usize) {
+        self.inner
+            .left_to_worker
+            .get_or_create(&ReasonLabel { reason })
+            .inc_by(events as u64);
     }
 
     /// The text exposition, with the queue depth and the worker's state as just measured.

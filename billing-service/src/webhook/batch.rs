@@ -34,7 +34,6 @@ use super::handlers::HandlerError;
 use super::worker::Worker;
 use crate::clock::now_ms;
 use crate::db::{self, Db, Engine};
-use crate::error::chain;
 use crate::tables::events::{self, EventStatus, MAX_ROWS, NewEvent, Stored};
 
 #[derive(Debug, Clone)]
@@ -295,15 +294,7 @@ async fn store_and_handle(
         // The plain insert would not get through either: refused, and logged, as an outage.
         Err(HandlerError::Database(e)) if db::is_unavailable(&e) => Err(e),
         Err(error) => {
-            if let HandlerError::Deferred(why) = error {
-                tracing::debug!(
-                    why,
-                    events = rows.len(),
-                    "an event is left to the worker, with its batch"
-                );
-            } else {
-                tracing::warn!(error = %chain(&error), events = rows.len(), "handling events as they were stored failed; the worker will handle them");
-            }
+            worker.left_on_receipt(&error, rows.len());
             for row in rows.iter_mut() {
                 row.status = EventStatus::Pending;
             }
@@ -466,7 +457,7 @@ mod tests {
         })
     }
 
-    fn worker(db: &Db, handlers: Handlers) -> Worker {
+    fn worker(db: &Db, handlers: Handlers, metrics: &Metrics) -> Worker {
         let settings = WorkerSettings {
             retry_base: Duration::from_millis(1),
             retry_max: Duration::from_millis(1),
@@ -476,7 +467,7 @@ mod tests {
             db.clone(),
             handlers,
             settings,
-            Metrics::default(),
+            metrics.clone(),
             Arc::new(tokio::sync::Notify::new()),
         )
     }
@@ -515,7 +506,8 @@ mod tests {
         for test_db in every_engine().await {
             let db = connect(&test_db.url, true).await;
             let handlers = Handlers::builtin().on("thing.happened", Later);
-            let on_receipt = worker(&db, handlers).on_receipt();
+            let metrics = Metrics::default();
+            let on_receipt = worker(&db, handlers, &metrics).on_receipt();
             assert_eq!(on_receipt.is_none(), db.engine == Engine::Mysql);
             let batcher = Batcher::with_settings(
                 db.clone(),
@@ -596,6 +588,13 @@ mod tests {
             assert_eq!(rows[5], pending);
             assert_eq!(rows[6], processed);
             assert_eq!(rows[7], pending);
+            let text = metrics.encode(None, true);
+            for counted in [
+                r#"billing_webhook_events_left_to_worker_total{reason="needs_stripe"} 2"#,
+                r#"billing_webhook_events_left_to_worker_total{reason="failed"} 1"#,
+            ] {
+                assert!(text.contains(counted), "{counted} in {text}");
+            }
             db.pool.close().await;
         }
     }
@@ -646,7 +645,8 @@ mod tests {
                     calls: Default::default(),
                     stall,
                 };
-                let worker = worker(&db, Handlers::builtin().on("thing.happened", handler));
+                let handlers = Handlers::builtin().on("thing.happened", handler);
+                let worker = worker(&db, handlers, &Metrics::default());
                 let settings = BatchSettings {
                     window: Duration::from_millis(100),
                     ..BatchSettings::for_engine(db.engine)
@@ -712,7 +712,7 @@ mod tests {
         let batcher = Batcher::with_settings(
             db.clone(),
             BatchSettings::for_engine(db.engine),
-            worker(&db, Handlers::builtin()).on_receipt(),
+            worker(&db, Handlers::builtin(), &Metrics::default()).on_receipt(),
         );
         let (envelope, payload) = delivery("evt_l1", "charge.succeeded", charge("ch_l", 100));
         batcher.store(envelope, payload).await.expect("stored");

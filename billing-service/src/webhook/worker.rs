@@ -394,6 +394,22 @@ impl Worker {
         }
     }
 
+    /// Counts `events` of a batch left to this worker after handling them on receipt failed
+    /// with `error`, and logs why, once.
+    pub fn left_on_receipt(&self, error: &HandlerError, events: usize) {
+        if let HandlerError::Deferred(why) = error {
+            tracing::debug!(
+                why,
+                events,
+                "events are left to the worker, with their batch"
+            );
+            self.metrics.left_to_worker("needs_stripe", events);
+        } else {
+            tracing::warn!(error = %chain(error), events, "handling events as they were stored failed; the worker will handle them");
+            self.metrics.left_to_worker("failed", events);
+        }
+    }
+
     /// Counts the events [`Worker::handle_on_receipt`] handled, stored at `stored_at_ms`, once
     /// their transaction has committed.
     pub fn count_on_receipt(&self, stored: &[&NewEvent<'_>], stored_at_ms: i64) {

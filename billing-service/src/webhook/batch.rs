@@ -294,7 +294,8 @@ async fn store_and_handle(
         // The plain insert would not get through either: refused, and logged, as an outage.
         Err(HandlerError::Database(e)) if db::is_unavailable(&e) => Err(e),
         Err(error) => {
-            worker.left_on_receipt(&error, rows.len());
+            let left = rows.iter().filter(|row| row.status != EventStatus::Pending);
+            worker.left_on_receipt(&error, left.count());
             for row in rows.iter_mut() {
                 row.status = EventStatus::Pending;
             }

@@ -378,8 +378,10 @@ impl Worker {
         conn: &mut AnyConnection,
         stored: &[&NewEvent<'_>],
     ) -> Result<(), HandlerError> {
+        // Those of types without a handler are only counted.
         let events = stored
             .iter()
+            .filter(|row| row.status == EventStatus::Processed)
             .enumerate()
             .map(|(place, row)| {
                 let mut event = self.event(row.id, row.event_type, row.created, row.payload, 1)?;
@@ -415,12 +417,9 @@ impl Worker {
     pub fn count_on_receipt(&self, stored: &[&NewEvent<'_>], stored_at_ms: i64) {
         let latency = (now_ms() - stored_at_ms).max(0) as f64 / 1000.0;
         for event in stored {
-            let outcome = match self.handlers.for_type(event.event_type) {
-                [] => Outcome::Ignored,
-                _ => Outcome::Processed,
-            };
+            // `processed` or `ignored`, as the outcome label reads.
             self.metrics
-                .processed(event.event_type, outcome.label(), Some(latency));
+                .processed(event.event_type, event.status.as_str(), Some(latency));
         }
     }
 

@@ -102,6 +102,63 @@ pub fn push_placeholder_rows(sql: &mut String, engine: Engine, rows: usize, colu
     }
 }
 
+/// How many rows a multi-row statement for `rows` rows is written for: the next power of two,
+/// so that each connection keeps a few of them prepared. A prepared statement is parsed and
+/// planned once and then sent in one round trip; a text for every row count could not be kept
+/// (there would be hundreds), and sqlx sends a statement it does not keep in two round trips
+/// (`Parse` and `Describe`, then `Bind` and `Execute`), each parsed and planned anew
+/// (BENCHMARKS.md). See [`push_padded_select`].
+pub fn padded_rows(rows: usize) -> usize {
+    rows.next_power_of_two()
+}
+
+/// `SELECT column2, ... FROM (VALUES (1,$1,...),(2,...),...) AS batch WHERE column1 <= $n`:
+/// `rows` rows of `columns` bound values, each led by its number, of which only the first `$n`
+/// (bound after them) are selected. So one statement serves every count up to `rows`; the
+/// caller fills the rows past its own with values of the same types (nulls, or a copy of a row),
+/// which the `WHERE` leaves out. PostgreSQL and SQLite name a `VALUES` list's columns alike.
+pub fn push_padded_select(sql: &mut String, rows: usize, columns: usize) {
+    sql.push_str("SELECT ");
+    for column in 0..columns {
+        if column > 0 {
+            sql.push_str(", ");
+        }
+        sql.push_str("column");
+        sql.push_str(&(column + 2).to_string());
+    }
+    sql.push_str(" FROM (VALUES ");
+    for row in 0..rows {
+        if row > 0 {
+            sql.push(',');
+        }
+        sql.push('(');
+        sql.push_str(&(row + 1).to_string());
+        for column in 0..columns {
+            sql.push(',');
+            push_placeholder(sql, Engine::Postgres, row * columns + column + 1);
+        }
+        sql.push(')');
+    }
+    sql.push_str(") AS batch WHERE column1 <= ");
+    push_placeholder(sql, Engine::Postgres, rows * columns + 1);
+}
+
+/// The texts of one multi-row statement, one per [`padded_rows`] count, each made on first use.
+#[derive(Default)]
+pub struct PaddedTexts([OnceLock<String>; 16]);
+
+impl PaddedTexts {
+    pub const fn new() -> Self {
+        Self([const { OnceLock::new() }; 16])
+    }
+
+    /// The text for `rows` (a power of two below 2^16), made by `make` the first time.
+    pub fn get(&'static self, rows: usize, make: impl FnOnce() -> String) -> &'static str {
+        debug_assert!(rows.is_power_of_two());
+        self.0[rows.trailing_zeros() as usize].get_or_init(make)
+    }
+}
+
 fn push_placeholder(sql: &mut String, engine: Engine, n: usize) {
     match engine {
         Engine::Mysql => sql.push('?'),
@@ -156,6 +213,8 @@ pub struct Upsert {
     /// The statement for PostgreSQL and SQLite, for MySQL, and MySQL's "is the key there",
     /// made on first use.
     texts: [OnceLock<String>; 3],
+    /// PostgreSQL's statements for several rows.
+    rows_texts: PaddedTexts,
 }
 
 impl Upsert {
@@ -171,6 +230,7 @@ impl Upsert {
             columns,
             guard,
             texts: [OnceLock::new(), OnceLock::new(), OnceLock::new()],
+            rows_texts: PaddedTexts::new(),
         }
     }
 
@@ -248,22 +308,35 @@ impl Upsert {
             }
             return Ok(());
         }
-        // Well under every engine's limit on bound parameters.
-        let per_statement = (30_000 / (self.columns.len() + 1)).max(1);
+        // Well under every engine's limit on bound parameters, and a power of two (which
+        // `padded_rows` keeps).
+        let per_statement = 1 << (30_000 / (self.columns.len() + 2)).ilog2();
         for chunk in rows.chunks(per_statement) {
-            let text = match engine {
-                Engine::Mysql => self.mysql_rows(chunk.len()),
-                _ => self.on_conflict_rows(chunk.len()),
-            };
-            // Only placeholders are generated; each row count is its own text, so not cached.
-            let mut query = sqlx::query(sqlx::AssertSqlSafe(text)).persistent(false);
-            for row in chunk {
-                query = bind(query, row);
-                if newer_wins && engine == Engine::Mysql {
-                    query = query.bind(false);
+            if engine == Engine::Mysql {
+                // Only placeholders are generated; not prepared, as MySQL's statement is not
+                // padded.
+                let text = self.mysql_rows(chunk.len());
+                let mut query = sqlx::query(sqlx::AssertSqlSafe(text)).persistent(false);
+                for row in chunk {
+                    query = bind(query, row);
+                    if newer_wins {
+                        query = query.bind(false);
+                    }
                 }
+                query.execute(&mut *conn).await?;
+                continue;
             }
-            if newer_wins && engine != Engine::Mysql {
+            let padded = padded_rows(chunk.len());
+            let text = self
+                .rows_texts
+                .get(padded, || self.on_conflict_padded(padded));
+            let mut query = sqlx::query(text);
+            // The rows past the chunk's are copies of its first, left out by the statement.
+            for i in 0..padded {
+                query = bind(query, chunk.get(i).unwrap_or(&chunk[0]));
+            }
+            query = query.bind(i64::try_from(chunk.len()).unwrap_or(i64::MAX));
+            if newer_wins {
                 query = query.bind(false);
             }
             query.execute(&mut *conn).await?;
@@ -334,23 +407,30 @@ impl Upsert {
 
     /// PostgreSQL's and SQLite's statement.
     fn on_conflict(&self) -> String {
-        self.on_conflict_rows(1)
+        let mut values = String::from("VALUES ");
+        push_placeholder_rows(&mut values, Engine::Postgres, 1, self.columns.len());
+        self.on_conflict_from(&values, self.columns.len() + 1)
     }
 
-    /// PostgreSQL's and SQLite's statement for `rows` rows, the listed flag bound once after
-    /// them.
-    fn on_conflict_rows(&self, rows: usize) -> String {
-        let mut values = String::with_capacity(rows * self.columns.len() * 5);
-        push_placeholder_rows(&mut values, Engine::Postgres, rows, self.columns.len());
+    /// PostgreSQL's statement for up to `rows` rows ([`push_padded_select`]), the listed flag
+    /// bound after the count.
+    fn on_conflict_padded(&self, rows: usize) -> String {
+        let mut select = String::new();
+        push_padded_select(&mut select, rows, self.columns.len());
+        self.on_conflict_from(&select, rows * self.columns.len() + 2)
+    }
+
+    /// The upsert of the rows `source` gives, the listed flag being placeholder `listed`.
+    fn on_conflict_from(&self, source: &str, listed: usize) -> String {
         let sets = self
             .updates("excluded")
             .into_iter()
             .map(|(c, _, value)| format!("{c} = {value}"))
             .collect::<Vec<_>>()
             .join(",\n            ");
-        let listed = format!("${}", rows * self.columns.len() + 1);
+        let listed = format!("${listed}");
         let mut sql = format!(
-            "INSERT INTO {} ({}) VALUES {values}\n         ON CONFLICT ({}) DO UPDATE SET\n            {sets}",
+            "INSERT INTO {} ({}) {source}\n         ON CONFLICT ({}) DO UPDATE SET\n            {sets}",
             self.table,
             self.names(),
             self.key
@@ -499,19 +579,29 @@ mod tests {
 
     #[test]
     fn several_rows_share_one_statement() {
-        let two = EXAMPLE.on_conflict_rows(2);
+        assert_eq!(
+            [1, 2, 3, 4, 5, 17, 256].map(padded_rows),
+            [1, 2, 4, 4, 8, 32, 256]
+        );
+        let mut select = String::new();
+        push_padded_select(&mut select, 2, 3);
+        assert_eq!(
+            select,
+            "SELECT column2, column3, column4 FROM (VALUES (1,$1,$2,$3),(2,$4,$5,$6)) AS batch WHERE column1 <= $7"
+        );
+        let two = EXAMPLE.on_conflict_padded(2);
         assert!(
-            two.contains("VALUES ($1,$2,$3,$4,$5,$6),($7,$8,$9,$10,$11,$12)\n"),
+            two.contains(") SELECT column2, column3, column4, column5, column6, column7 FROM (VALUES (1,$1,$2,$3,$4,$5,$6),(2,$7,$8,$9,$10,$11,$12)) AS batch WHERE column1 <= $13\n"),
             "{two}"
         );
-        assert!(two.contains("AND ($13 = FALSE"), "{two}");
+        assert!(two.contains("AND ($14 = FALSE"), "{two}");
         assert_eq!(
-            two.replace(
-                "VALUES ($1,$2,$3,$4,$5,$6),($7,$8,$9,$10,$11,$12)",
-                "VALUES ($1,$2,$3,$4,$5,$6)"
-            )
-            .replace("$13", "$7"),
-            EXAMPLE.on_conflict()
+            two.split_once("\n").map(|(_, rest)| rest),
+            EXAMPLE
+                .on_conflict()
+                .split_once("\n")
+                .map(|(_, rest)| rest.replace("$7", "$14"))
+                .as_deref()
         );
         let mysql = EXAMPLE.mysql_rows(2);
         assert!(

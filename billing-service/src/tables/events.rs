@@ -87,7 +87,15 @@ const COLUMNS: usize = 12;
 
 /// The most rows one [`insert`] may take: SQLite's bundled build allows 32,766 bound
 /// parameters in a statement (PostgreSQL 65,535), so this keeps one statement valid on both.
-pub const MAX_ROWS: usize = 32_766 / COLUMNS;
+/// A power of two, which [`sql::padded_rows`] keeps.
+pub const MAX_ROWS: usize = 1 << (32_766 / COLUMNS).ilog2();
+
+/// The columns [`bind_event`] binds, in its order.
+const COLUMN_NAMES: &str = "id, type, created, livemode, api_version, account, object_id, \
+     payload, received_at_ms, status, attempts, processed_at_ms";
+
+/// PostgreSQL's and SQLite's insert, for each padded row count.
+static INSERT_RETURNING: sql::PaddedTexts = sql::PaddedTexts::new();
 
 /// Ids per `UPDATE ... WHERE id IN (...)`: well under every engine's parameter limit.
 const MARK_CHUNK: usize = 1000;
@@ -148,10 +156,25 @@ async fn insert_returning<'c>(
     if events.is_empty() {
         return Ok(HashSet::new());
     }
+    debug_assert!(engine != Engine::Mysql);
     let events = in_id_order(events);
-    let mut sql = insert_sql(engine, events.len());
-    sql.push_str(" ON CONFLICT (id) DO NOTHING RETURNING id");
-    let rows = bind_events(sql, events).fetch_all(executor).await?;
+    let rows = sql::padded_rows(events.len());
+    let text = INSERT_RETURNING.get(rows, || {
+        let mut sql = format!("INSERT INTO stripe_events ({COLUMN_NAMES}) ");
+        sql::push_padded_select(&mut sql, rows, COLUMNS);
+        sql.push_str(" ON CONFLICT (id) DO NOTHING RETURNING id");
+        sql
+    });
+    let received_at_ms = now_ms();
+    let mut query = sqlx::query(text);
+    // The rows past the batch's are nulls, which the statement leaves out.
+    for i in 0..rows {
+        query = bind_event(query, events.get(i).copied(), received_at_ms);
+    }
+    let rows = query
+        .bind(i64::try_from(events.len()).unwrap_or(i64::MAX))
+        .fetch_all(executor)
+        .await?;
     rows.iter()
         .map(|row| row.try_get::<String, _>("id"))
         .collect()
@@ -192,7 +215,7 @@ async fn insert_mysql(db: &Db, events: &[&NewEvent<'_>]) -> Result<HashSet<Strin
         if new.is_empty() {
             return Ok(HashSet::new());
         }
-        let sql = insert_sql(Engine::Mysql, new.len());
+        let sql = insert_sql(new.len());
         match bind_events(sql, new.iter().copied())
             .execute(&db.pool)
             .await
@@ -208,16 +231,10 @@ async fn insert_mysql(db: &Db, events: &[&NewEvent<'_>]) -> Result<HashSet<Strin
     }
 }
 
-/// `INSERT INTO stripe_events (...) VALUES (...), ...` for `rows` events.
-fn insert_sql(engine: Engine, rows: usize) -> String {
-    let mut sql = String::with_capacity(200 + rows * 60);
-    sql.push_str(
-        "INSERT INTO stripe_events
-            (id, type, created, livemode, api_version, account, object_id, payload, received_at_ms,
-             status, attempts, processed_at_ms)
-         VALUES ",
-    );
-    sql::push_placeholder_rows(&mut sql, engine, rows, COLUMNS);
+/// MySQL's `INSERT INTO stripe_events (...) VALUES (...), ...` for `rows` events.
+fn insert_sql(rows: usize) -> String {
+    let mut sql = format!("INSERT INTO stripe_events ({COLUMN_NAMES}) VALUES ");
+    sql::push_placeholder_rows(&mut sql, Engine::Mysql, rows, COLUMNS);
     sql
 }
 
@@ -227,26 +244,35 @@ fn bind_events<'q>(
     events: impl IntoIterator<Item = &'q NewEvent<'q>>,
 ) -> sqlx::query::Query<'q, Any, sqlx::any::AnyArguments> {
     let received_at_ms = now_ms();
-    // Only placeholders are generated; every value is bound. Not cached as a prepared statement:
-    // each batch size is a different text, and a cache of hundreds of them helps nobody.
+    // Only placeholders are generated; every value is bound. Not prepared: each batch size is a
+    // different text.
     let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).persistent(false);
     for event in events {
-        let handled = event.status != EventStatus::Pending;
-        query = query
-            .bind(event.id)
-            .bind(event.event_type)
-            .bind(event.created)
-            .bind(event.livemode)
-            .bind(event.api_version)
-            .bind(event.account)
-            .bind(event.object_id)
-            .bind(event.payload)
-            .bind(received_at_ms)
-            .bind(event.status.as_str())
-            .bind(i32::from(handled))
-            .bind(handled.then_some(received_at_ms));
+        query = bind_event(query, Some(event), received_at_ms);
     }
     query
+}
+
+/// One row of [`COLUMN_NAMES`]; `None` binds nulls of the same types, for padding.
+fn bind_event<'q>(
+    query: sqlx::query::Query<'q, Any, sqlx::any::AnyArguments>,
+    event: Option<&'q NewEvent<'q>>,
+    received_at_ms: i64,
+) -> sqlx::query::Query<'q, Any, sqlx::any::AnyArguments> {
+    let handled = event.map(|e| e.status != EventStatus::Pending);
+    query
+        .bind(event.map(|e| e.id))
+        .bind(event.map(|e| e.event_type))
+        .bind(event.map(|e| e.created))
+        .bind(event.map(|e| e.livemode))
+        .bind(event.and_then(|e| e.api_version))
+        .bind(event.and_then(|e| e.account))
+        .bind(event.and_then(|e| e.object_id))
+        .bind(event.map(|e| e.payload))
+        .bind(event.map(|_| received_at_ms))
+        .bind(event.map(|e| e.status.as_str()))
+        .bind(handled.map(i32::from))
+        .bind(handled.and_then(|h| h.then_some(received_at_ms)))
 }
 
 /// A claimed row, as the worker gets it.

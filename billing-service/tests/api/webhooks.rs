@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use billing_service::db::Db;
+use billing_service::tables::events::{self, EventStatus, NewEvent};
 use billing_service::webhook::batch::Batcher;
 use billing_service::webhook::handlers::{Event, EventHandler, HandlerError, Handlers};
 use billing_service::webhook::receive::accept_delivery;
@@ -20,7 +21,7 @@ use crate::helpers::{
     WEBHOOK_SECRET, count, event_json, spawn_app, spawn_app_with, spawn_app_with_handlers,
     test_settings,
 };
-use test_support::db::{every_engine, servers_or_skip};
+use test_support::db::{Engine, every_engine, server_or_skip, servers_or_skip};
 use test_support::proxy::proxied;
 
 /// Settings whose worker retries within milliseconds, parking after `max_attempts`.
@@ -1171,6 +1172,89 @@ async fn a_handler_gets_the_events_of_a_row_together_and_one_at_a_time_after_a_f
         app.stop().await;
         early.pool.close().await;
     }
+}
+
+/// The store's insert and the charges handler's upsert of several rows are kept prepared on the
+/// connection, one statement per padded row count (the next power of two): a text for each batch
+/// size would be parsed and planned anew each time, and sqlx sends such a statement in two round
+/// trips. The rows that pad a batch up to its statement's count are left out.
+#[tokio::test]
+async fn multi_row_statements_are_prepared_once_per_padded_row_count() {
+    let test = "multi_row_statements_are_prepared_once_per_padded_row_count";
+    let Some(db) = server_or_skip(Engine::Postgres, test).await else {
+        return;
+    };
+    let pool = crate::helpers::connect_migrated(&db.url).await;
+    let mut conn = pool.pool.acquire().await.unwrap();
+    let t = unix_now() - 100;
+    let ids: Vec<String> = (0..8).map(|i| format!("evt_pad_{i}")).collect();
+    let payloads: Vec<String> = (0..8)
+        .map(|i| charge_event(&ids[i], &format!("ch_pad_{i}"), t, 100 + i as i64))
+        .collect();
+    let new_event = |i: usize| NewEvent {
+        id: &ids[i],
+        event_type: "charge.succeeded",
+        created: t,
+        livemode: false,
+        api_version: None,
+        account: None,
+        object_id: None,
+        payload: &payloads[i],
+        status: EventStatus::Pending,
+    };
+    // 3 and 4 rows share the statement for 4; 1 has its own.
+    for range in [0..3, 3..7, 7..8] {
+        let batch: Vec<NewEvent<'_>> = range.clone().map(new_event).collect();
+        let mut stored: Vec<String> = events::insert_in(&mut conn, &batch)
+            .await
+            .unwrap()
+            .into_iter()
+            .collect();
+        stored.sort();
+        assert_eq!(stored, ids[range]);
+    }
+    assert_eq!(count(&pool, "SELECT COUNT(*) FROM stripe_events").await, 8);
+
+    let events: Vec<Event> = (0..7)
+        .map(|i| Event {
+            id: ids[i].clone(),
+            event_type: "charge.succeeded".to_owned(),
+            created: t,
+            payload: serde_json::from_str(&payloads[i]).unwrap(),
+            attempt: 1,
+            ties: None,
+            listed: false,
+            on_receipt: false,
+        })
+        .collect();
+    let handlers = Handlers::builtin();
+    let charges = &handlers.for_type("charge.succeeded")[0];
+    for range in [0..3, 3..7] {
+        let batch: Vec<&Event> = events[range].iter().collect();
+        assert!(matches!(
+            charges.handle_batch(&mut conn, &batch).await,
+            Some(Ok(()))
+        ));
+    }
+    let rows = charge_rows(&mut *conn, "ch_pad_").await;
+    let expected: Vec<(String, i64, i64)> = (0..7)
+        .map(|i| (format!("ch_pad_{i}"), 100 + i as i64, t))
+        .collect();
+    assert_eq!(rows, expected);
+
+    let prepared: Vec<String> = sqlx::query(
+        "SELECT split_part(statement, ' ', 3) FROM pg_prepared_statements
+         WHERE statement LIKE 'INSERT INTO %' ORDER BY 1",
+    )
+    .fetch_all(&mut *conn)
+    .await
+    .unwrap()
+    .iter()
+    .map(|row| row.get(0))
+    .collect();
+    assert_eq!(prepared, ["charges", "stripe_events", "stripe_events"]);
+    drop(conn);
+    pool.pool.close().await;
 }
 
 /// The charges handler's batch call itself (the worker would hide its failure by running the

@@ -60,6 +60,14 @@ pub struct Db {
 /// How long readiness waits for the database.
 const READY_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// A pooled connection idle at least this long is pinged before it is handed out; one used more
+/// recently is taken as alive. sqlx pings on every acquire by default: under load that is a round
+/// trip more for every batch of webhooks (BENCHMARKS.md). The connections a database restart or
+/// a failover leaves dead have sat idle since, so they are still found and replaced; a connection
+/// that dies while busy fails its statement, which is reported (a delivery gets 503 and Stripe
+/// retries it). HikariCP skips its check the same way, for connections used in the last 500 ms.
+const PING_WHEN_IDLE_FOR: Duration = Duration::from_millis(500);
+
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectError {
     #[error("cannot reach the database at {target} (tried for {waited:?}): {source}")]
@@ -97,6 +105,15 @@ impl Db {
             }))
             // Short, so that readiness reports a dead database quickly instead of hanging.
             .acquire_timeout(Duration::from_secs(3))
+            .test_before_acquire(false)
+            .before_acquire(|conn, meta| {
+                Box::pin(async move {
+                    if meta.idle_for >= PING_WHEN_IDLE_FOR {
+                        conn.ping().await?;
+                    }
+                    Ok(true)
+                })
+            })
             .after_connect(move |conn, _| {
                 Box::pin(async move {
                     match engine {

@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use serde_json::{Value, json};
+use sqlx::Connection;
 
 use crate::helpers::{connect, spawn_app};
 use test_support::db::{Engine, every_engine, server_or_skip, servers_or_skip};
@@ -195,4 +196,53 @@ async fn database_connections_disable_nagle() {
         Some(true),
         "the database socket, client port {port}"
     );
+}
+
+/// A pooled connection the database dropped while it sat idle (a restart, a failover, an idle
+/// timeout on the server) is found and replaced before it is handed out, although connections in
+/// use are no longer pinged on every acquire.
+#[tokio::test]
+async fn a_connection_dropped_while_idle_is_replaced_before_use() {
+    for test_db in servers_or_skip("a_connection_dropped_while_idle_is_replaced_before_use").await {
+        let db = connect(&test_db.url).await;
+        let mut held = Vec::new();
+        for _ in 0..3 {
+            held.push(db.pool.acquire().await.unwrap());
+        }
+        drop(held);
+        // Every other session on the test's database: the pool's.
+        let (others, kill) = match test_db.engine {
+            Engine::Postgres => (
+                "SELECT CAST(pid AS BIGINT) FROM pg_stat_activity \
+                 WHERE datname = current_database() AND pid <> pg_backend_pid()",
+                "SELECT pg_terminate_backend",
+            ),
+            _ => (
+                "SELECT CAST(id AS SIGNED) FROM information_schema.processlist \
+                 WHERE db = DATABASE() AND id <> CONNECTION_ID()",
+                "KILL",
+            ),
+        };
+        let mut admin = sqlx::AnyConnection::connect(&test_db.url).await.unwrap();
+        let ids: Vec<i64> = sqlx::query_scalar(others)
+            .fetch_all(&mut admin)
+            .await
+            .unwrap();
+        assert_eq!(ids.len(), 3, "{}", test_db.engine);
+        for id in ids {
+            sqlx::query(sqlx::AssertSqlSafe(format!("{kill}({id})")))
+                .execute(&mut admin)
+                .await
+                .unwrap();
+        }
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        for _ in 0..3 {
+            let one: i32 = sqlx::query_scalar("SELECT 1")
+                .fetch_one(&db.pool)
+                .await
+                .unwrap_or_else(|e| panic!("{}: {e}", test_db.engine));
+            assert_eq!(one, 1);
+        }
+        db.pool.close().await;
+    }
 }

@@ -28,7 +28,7 @@ use sqlx::{AnyConnection, Connection};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use super::handlers::{Event, HandlerError, Handlers, TieResolver};
+use super::handlers::{Event, HandlerError, Handlers, Payload, TieResolver};
 use crate::clock::now_ms;
 use crate::configuration::WorkerSettings;
 use crate::db::{self, Db, Engine};
@@ -518,7 +518,7 @@ impl Worker {
             id: id.to_owned(),
             event_type: event_type.to_owned(),
             created,
-            payload: serde_json::from_str(payload)?,
+            payload: Payload::parse(payload)?,
             attempt,
             ties: self.ties.clone(),
             listed: false,

@@ -9,7 +9,7 @@ use std::time::Duration;
 use billing_service::db::Db;
 use billing_service::tables::events::{self, EventStatus, NewEvent};
 use billing_service::webhook::batch::Batcher;
-use billing_service::webhook::handlers::{Event, EventHandler, HandlerError, Handlers};
+use billing_service::webhook::handlers::{Event, EventHandler, HandlerError, Handlers, Payload};
 use billing_service::webhook::receive::accept_delivery;
 use billing_service::webhook::worker::WorkerHealth;
 use billing_stripe::fixtures::EventSpec;
@@ -795,8 +795,9 @@ impl EventHandler for WelcomeEmail {
         // Runs after the built-in handler, in its transaction: the subscription row is there.
         let sql = "SELECT user_id FROM subscriptions WHERE id = $1";
         let engine = billing_service::db::Engine::of_connection(conn);
+        let payload = event.payload.value()?;
         let user: Option<String> = sqlx::query_scalar(billing_service::db::sql::text(engine, sql))
-            .bind(event.payload["data"]["object"]["id"].as_str())
+            .bind(payload["data"]["object"]["id"].as_str())
             .fetch_one(conn)
             .await?;
         self.sent_to.lock().unwrap().push(user.unwrap_or_default());
@@ -1220,7 +1221,7 @@ async fn multi_row_statements_are_prepared_once_per_padded_row_count() {
             id: ids[i].clone(),
             event_type: "charge.succeeded".to_owned(),
             created: t,
-            payload: serde_json::from_str(&payloads[i]).unwrap(),
+            payload: Payload::parse(payloads[i].as_str()).unwrap(),
             attempt: 1,
             ties: None,
             listed: false,
@@ -1269,7 +1270,7 @@ async fn the_charges_handler_writes_a_batch_with_repeats_in_one_call() {
             id: id.to_owned(),
             event_type: "charge.succeeded".to_owned(),
             created,
-            payload: serde_json::from_str(&charge_event(id, charge, created, amount)).unwrap(),
+            payload: Payload::parse(charge_event(id, charge, created, amount)).unwrap(),
             attempt: 1,
             ties: None,
             listed: false,

@@ -41,7 +41,7 @@ mod schedules;
 mod subscriptions;
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use serde::de::DeserializeOwned;
 
@@ -56,7 +56,7 @@ pub struct Event {
     pub id: String,
     pub event_type: String,
     pub created: i64,
-    pub payload: serde_json::Value,
+    pub payload: Payload,
     /// Which attempt at this event this is, from 1.
     pub attempt: u32,
     /// How to settle a tie with the stored state, when the service can read Stripe.
@@ -119,7 +119,7 @@ impl Listed {
             id: format!("listed {id}"),
             event_type: event_type.to_owned(),
             created: read_at,
-            payload: serde_json::json!({ "data": { "object": object } }),
+            payload: serde_json::json!({ "data": { "object": object } }).into(),
             attempt: 1,
             ties,
             listed: true,
@@ -184,11 +184,98 @@ impl Event {
     /// `data.object` read as `T`. Unknown fields are ignored; a missing field `T` needs is an
     /// error that names it, recorded on the event's row.
     pub fn object<T: DeserializeOwned>(&self) -> Result<T, HandlerError> {
-        let object = self
-            .payload
-            .pointer("/data/object")
-            .ok_or_else(|| HandlerError::Invalid("the event has no data.object".into()))?;
-        T::deserialize(object).map_err(|e| HandlerError::Invalid(format!("data.object: {e}")))
+        let missing = || HandlerError::Invalid("the event has no data.object".into());
+        let invalid = |e: serde_json::Error| {
+            HandlerError::Invalid(format!("data.object: {}", without_position(&e)))
+        };
+        match &self.payload.0 {
+            Body::Tree(tree) => {
+                let object = tree.pointer("/data/object").ok_or_else(missing)?;
+                T::deserialize(object).map_err(invalid)
+            }
+            Body::Text { text, .. } => {
+                #[derive(Deserialize)]
+                struct Outer<'a> {
+                    #[serde(borrow)]
+                    data: Option<Data<'a>>,
+                }
+                #[derive(Deserialize)]
+                struct Data<'a> {
+                    #[serde(borrow)]
+                    object: Option<&'a serde_json::value::RawValue>,
+                }
+                let object = serde_json::from_str::<Outer<'_>>(text)
+                    .ok()
+                    .and_then(|outer| outer.data?.object)
+                    .ok_or_else(missing)?;
+                serde_json::from_str(object.get()).map_err(invalid)
+            }
+        }
+    }
+}
+
+/// serde_json's message without the " at line L column C" it adds when it reads text, so that
+/// an error recorded on an event reads the same however its body was read.
+fn without_position(e: &serde_json::Error) -> String {
+    let message = e.to_string();
+    if e.line() == 0 {
+        return message;
+    }
+    let position = format!(" at line {} column {}", e.line(), e.column());
+    match message.strip_suffix(&position) {
+        Some(message) => message.to_owned(),
+        None => message,
+    }
+}
+
+/// An event's body, as handlers read it: the JSON text as it was stored, parsed into a tree
+/// only for a handler that asks for one ([`Payload::value`]). The built-in handlers read just
+/// their object ([`Event::object`]), which costs a fraction of building the tree of the whole
+/// body (BENCHMARKS.md).
+#[derive(Debug, Clone)]
+pub struct Payload(Body);
+
+#[derive(Debug, Clone)]
+enum Body {
+    /// Known to be JSON; the tree is built on first use.
+    Text {
+        text: String,
+        tree: OnceLock<serde_json::Value>,
+    },
+    /// An object `sync` read from Stripe, already a tree.
+    Tree(serde_json::Value),
+}
+
+impl Payload {
+    /// A stored body, when it is JSON.
+    pub fn parse(text: impl Into<String>) -> Result<Self, serde_json::Error> {
+        let text = text.into();
+        serde_json::from_str::<serde::de::IgnoredAny>(&text)?;
+        Ok(Self(Body::Text {
+            text,
+            tree: OnceLock::new(),
+        }))
+    }
+
+    /// The whole body as a tree, built on the first call.
+    pub fn value(&self) -> Result<&serde_json::Value, HandlerError> {
+        match &self.0 {
+            Body::Tree(tree) => Ok(tree),
+            Body::Text { text, tree } => {
+                if let Some(tree) = tree.get() {
+                    return Ok(tree);
+                }
+                let parsed = serde_json::from_str(text)
+                    .map_err(|e| HandlerError::Invalid(format!("the body is not JSON ({e})")))?;
+                Ok(tree.get_or_init(|| parsed))
+            }
+        }
+    }
+}
+
+impl From<serde_json::Value> for Payload {
+    fn from(tree: serde_json::Value) -> Self {
+        Self(Body::Tree(tree))
     }
 }
 
@@ -360,4 +447,67 @@ impl<'de> Deserialize<'de> for ObjectId {
 
 fn id(object: &Option<ObjectId>) -> Option<&str> {
     object.as_ref().map(|o| o.0.as_str())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(payload: Payload) -> Event {
+        Event {
+            id: "evt_1".into(),
+            event_type: "charge.succeeded".into(),
+            created: 1,
+            payload,
+            attempt: 1,
+            ties: None,
+            listed: false,
+            on_receipt: false,
+        }
+    }
+
+    #[derive(Debug, PartialEq, Deserialize)]
+    struct Object {
+        id: String,
+        amount: i64,
+    }
+
+    /// A body read as stored text and the same body as a tree give the same object, and the
+    /// same error, without the text's line and column.
+    #[test]
+    fn an_object_reads_the_same_from_text_and_from_a_tree() {
+        let bodies = [
+            (
+                r#"{"id":"evt_1","data":{"object":{"id":"ch_1","amount":5,"x":[1,{"y":null}]}},"z":"\u00e9"}"#,
+                Ok(Object {
+                    id: "ch_1".into(),
+                    amount: 5,
+                }),
+            ),
+            (
+                r#"{"data":{"object":{"id":"ch_1"}}}"#,
+                Err("data.object: missing field `amount`"),
+            ),
+            (
+                r#"{"data":{"object":{"id":"ch_1","amount":"5"}}}"#,
+                Err("data.object: invalid type: string \"5\", expected i64"),
+            ),
+            (r#"{"data":{}}"#, Err("the event has no data.object")),
+            (r#"{"data":7}"#, Err("the event has no data.object")),
+            (r#"{"id":"evt_1"}"#, Err("the event has no data.object")),
+        ];
+        for (body, expected) in bodies {
+            let expected = expected.map_err(str::to_owned);
+            let from_text = Payload::parse(body).unwrap();
+            let from_tree = Payload::from(serde_json::from_str::<serde_json::Value>(body).unwrap());
+            for payload in [from_text, from_tree] {
+                let read = event(payload).object::<Object>().map_err(|e| e.to_string());
+                assert_eq!(read, expected, "{body}");
+            }
+        }
+        let payload = Payload::parse(r#"{"data":{"object":{"amount":5}}}"#).unwrap();
+        assert_eq!(payload.value().unwrap()["data"]["object"]["amount"], 5);
+        assert!(Payload::parse("{\"id\": ").is_err());
+        assert!(Payload::parse("{} x").is_err());
+    }
 }

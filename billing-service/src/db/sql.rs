@@ -118,14 +118,9 @@ pub fn padded_rows(rows: usize) -> usize {
 /// caller fills the rows past its own with values of the same types (nulls, or a copy of a row),
 /// which the `WHERE` leaves out. PostgreSQL and SQLite name a `VALUES` list's columns alike.
 pub fn push_padded_select(sql: &mut String, rows: usize, columns: usize) {
+    let selected: Vec<String> = (2..columns + 2).map(|n| format!("column{n}")).collect();
     sql.push_str("SELECT ");
-    for column in 0..columns {
-        if column > 0 {
-            sql.push_str(", ");
-        }
-        sql.push_str("column");
-        sql.push_str(&(column + 2).to_string());
-    }
+    sql.push_str(&selected.join(", "));
     sql.push_str(" FROM (VALUES ");
     for row in 0..rows {
         if row > 0 {

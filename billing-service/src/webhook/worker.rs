@@ -378,18 +378,19 @@ impl Worker {
         conn: &mut AnyConnection,
         stored: &[&NewEvent<'_>],
     ) -> Result<(), HandlerError> {
-        // Those of types without a handler are only counted.
-        let events = stored
+        // Those of types without a handler are only counted. Each body was read as JSON for
+        // its envelope, just before.
+        let events: Vec<(usize, Event)> = stored
             .iter()
             .filter(|row| row.status == EventStatus::Processed)
             .enumerate()
             .map(|(place, row)| {
-                let mut event = self.event(row.id, row.event_type, row.created, row.payload, 1)?;
+                let payload = Payload::read_already(row.payload);
+                let mut event = self.event(row.id, row.event_type, row.created, payload, 1);
                 event.on_receipt = true;
-                Ok((place, event))
+                (place, event)
             })
-            .collect::<Result<Vec<_>, serde_json::Error>>()
-            .map_err(|e| HandlerError::Invalid(format!("the body is not JSON ({e})")))?;
+            .collect();
         match self.run_handlers(conn, &events, Together::Yes).await {
             Ok(()) => Ok(()),
             Err(Failure::At(_, error) | Failure::Together(error)) => Err(error),
@@ -441,14 +442,11 @@ impl Worker {
         // The events that can run, with their place in the batch.
         let mut runnable = Vec::with_capacity(claimed.len());
         for (place, row) in claimed.iter().enumerate() {
-            match self.event(
-                &row.id,
-                &row.event_type,
-                row.created,
-                &row.payload,
-                row.attempt,
-            ) {
-                Ok(event) => runnable.push((place, event)),
+            match Payload::parse(row.payload.as_str()) {
+                Ok(payload) => runnable.push((
+                    place,
+                    self.event(&row.id, &row.event_type, row.created, payload, row.attempt),
+                )),
                 Err(e) => {
                     outcomes[place] = Some(Outcome::Failed {
                         error: format!("the stored body is not JSON ({e}); it cannot be handled"),
@@ -511,19 +509,19 @@ impl Worker {
         id: &str,
         event_type: &str,
         created: i64,
-        payload: &str,
+        payload: Payload,
         attempt: u32,
-    ) -> Result<Event, serde_json::Error> {
-        Ok(Event {
+    ) -> Event {
+        Event {
             id: id.to_owned(),
             event_type: event_type.to_owned(),
             created,
-            payload: Payload::parse(payload)?,
+            payload,
             attempt,
             ties: self.ties.clone(),
             listed: false,
             on_receipt: false,
-        })
+        }
     }
 
     /// Runs the handlers of each event in turn; stops at the first failure and says where. With

@@ -251,10 +251,16 @@ impl Payload {
     pub fn parse(text: impl Into<String>) -> Result<Self, serde_json::Error> {
         let text = text.into();
         serde_json::from_str::<serde::de::IgnoredAny>(&text)?;
-        Ok(Self(Body::Text {
-            text,
+        Ok(Self::read_already(text))
+    }
+
+    /// A body the caller has just read as JSON (a delivery's, whose envelope was parsed from
+    /// it), which is not read again here.
+    pub(crate) fn read_already(text: impl Into<String>) -> Self {
+        Self(Body::Text {
+            text: text.into(),
             tree: OnceLock::new(),
-        }))
+        })
     }
 
     /// The whole body as a tree, built on the first call.

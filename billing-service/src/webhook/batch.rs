@@ -19,9 +19,12 @@
 //! [`EventHandler::on_receipt`]: super::handlers::EventHandler::on_receipt
 //!
 //! The same event id twice in one batch is stored once: the first of them is new, the others
-//! are duplicates, exactly as if they had raced as separate inserts. Up to `writers` batches are
-//! written at once, so the next batch gathers while one waits for its flush; SQLite has a single
-//! writer, so there one batch at a time.
+//! are duplicates, exactly as if they had raced as separate inserts. One batch is written at a
+//! time while the database keeps up: what arrives meanwhile waits and makes the next batch,
+//! which is as large as the load makes it (each commit costs the database and the service about
+//! as much as several rows; BENCHMARKS.md). A batch that fills up while one is being written
+//! goes to another of the `writers` at once, so a slow database still takes up to `writers`
+//! full batches at a time. SQLite has a single writer.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -46,7 +49,8 @@ pub struct BatchSettings {
     /// commits per event (BENCHMARKS.md). A delivery after a lone one is written at once. Zero
     /// still batches under load, because a batch also gathers while every writer is busy.
     pub window: Duration,
-    /// Batches written at once.
+    /// Batches written at once, at most: a batch goes to a second writer only when it is full
+    /// (`max_batch`) while another is being written.
     pub writers: usize,
     /// Deliveries that may wait for a batch before senders wait too.
     pub queue: usize,
@@ -61,8 +65,7 @@ impl BatchSettings {
             max_batch: 256,
             window: Duration::from_millis(1),
             writers: match engine {
-                // Two: one batch commits while the next is written, which hides a remote
-                // database's round trip; more only make smaller batches (BENCHMARKS.md).
+                // Two: a database too slow for one writer's full batches takes two at a time.
                 Engine::Postgres | Engine::Mysql => 2,
                 Engine::Sqlite => 1,
             },
@@ -183,6 +186,7 @@ async fn gather(
     mut receiver: mpsc::Receiver<Delivery>,
 ) {
     let writers = Arc::new(Semaphore::new(settings.writers));
+    let all_writers = u32::try_from(settings.writers).unwrap_or(u32::MAX);
     // The deliveries of the last batch, which under a steady load are the senders that come back
     // for the next one (never more than `max_batch`). Many at first, so that a burst starting
     // cold is gathered too.
@@ -199,15 +203,17 @@ async fn gather(
                 }
             }
         }
-        // While every writer waits on the database, the batch grows: the busier the database,
-        // the fewer and larger the commits.
+        // While a batch is being written, the next one grows: the busier the database, the
+        // fewer and larger the commits. Only a full batch takes a second writer.
         let permit = loop {
             if batch.len() >= settings.max_batch {
                 break Arc::clone(&writers).acquire_owned().await;
             }
             tokio::select! {
                 biased;
-                permit = Arc::clone(&writers).acquire_owned() => break permit,
+                idle = Arc::clone(&writers).acquire_many_owned(all_writers) => {
+                    break idle.map(|mut idle| idle.split(1).expect("at least one writer"));
+                }
                 Some(delivery) = receiver.recv() => batch.push(delivery),
             }
         };
@@ -330,7 +336,7 @@ mod tests {
     use crate::metrics::Metrics;
     use crate::migrate::Migrator;
     use crate::webhook::handlers::{Event, EventHandler, HandlerError, Handlers};
-    use test_support::db::every_engine;
+    use test_support::db::{every_engine, server_or_skip};
 
     fn event(id: &str) -> (Envelope, String) {
         let payload = format!(
@@ -742,6 +748,81 @@ mod tests {
         );
         holder.rollback().await.expect("rollback");
         assert_eq!(row(&db, "evt_l2").await, ("pending".into(), 0, None));
+        db.pool.close().await;
+    }
+
+    /// Insert statements of this database waiting for a lock.
+    async fn inserts_waiting(db: &Db) -> i64 {
+        sqlx::query_scalar(
+            "SELECT COUNT(*) FROM pg_stat_activity WHERE datname = current_database() \
+             AND wait_event_type = 'Lock' AND query LIKE 'INSERT INTO stripe_events%'",
+        )
+        .fetch_one(&db.pool)
+        .await
+        .expect("pg_stat_activity")
+    }
+
+    async fn until_inserts_waiting(db: &Db, n: i64) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while inserts_waiting(db).await != n {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "never {n} inserts waiting"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// One batch is written at a time: what arrives meanwhile waits for it and makes the next
+    /// batch, unless that one fills up, when a second writer takes it at once.
+    #[tokio::test]
+    async fn a_second_writer_takes_only_a_full_batch() {
+        let test = "a_second_writer_takes_only_a_full_batch";
+        let Some(test_db) = server_or_skip(test_support::db::Engine::Postgres, test).await else {
+            return;
+        };
+        let db = connect(&test_db.url, true).await;
+        let settings = BatchSettings {
+            max_batch: 4,
+            window: Duration::ZERO,
+            writers: 2,
+            ..BatchSettings::for_engine(db.engine)
+        };
+        let batcher = Batcher::with_settings(db.clone(), settings, None);
+        // Every insert waits behind this lock until it is released.
+        let mut holder = db.pool.begin().await.expect("begin");
+        sqlx::query("LOCK TABLE stripe_events IN EXCLUSIVE MODE")
+            .execute(&mut *holder)
+            .await
+            .expect("locked");
+        let store = |i: usize| {
+            let batcher = batcher.clone();
+            tokio::spawn(async move {
+                let (envelope, payload) = event(&format!("evt_s{i}"));
+                batcher.store(envelope, payload).await
+            })
+        };
+        let mut deliveries = vec![store(0)];
+        until_inserts_waiting(&db, 1).await;
+        deliveries.extend((1..4).map(store));
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(
+            inserts_waiting(&db).await,
+            1,
+            "three deliveries, not a full batch, wait for the busy writer"
+        );
+        assert!(deliveries.iter().all(|d| !d.is_finished()));
+        deliveries.push(store(4));
+        until_inserts_waiting(&db, 2).await;
+        holder.rollback().await.expect("rollback");
+        for delivery in deliveries {
+            assert_eq!(delivery.await.expect("task").ok(), Some(Stored::New));
+        }
+        let rows: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM stripe_events")
+            .fetch_one(&db.pool)
+            .await
+            .expect("count");
+        assert_eq!(rows, 5);
         db.pool.close().await;
     }
 

@@ -194,17 +194,25 @@ fn event() -> impl Strategy<Value = Value> {
     let api_version = field(text("20[0-9]{2}-[0-9]{2}-[0-9]{2}(\\.[a-z]+)?"));
     let account = field(text("acct_[A-Za-z0-9]{1,16}"));
     let object_id = field(text("[a-z]{2,4}_[A-Za-z0-9]{1,24}"));
-    let extra =
-        prop::collection::btree_map("[a-z_]{1,10}", any::<i32>().prop_map(Value::from), 0..3);
+    // Unknown fields at each level the envelope reads (the event, `data`, `data.object`).
+    let extra = || {
+        let value = prop_oneof![
+            8 => any::<i32>().prop_map(Value::from),
+            1 => Just(Value::from(UNREADABLE)),
+            1 => Just(serde_json::json!({ "nested": [UNREADABLE] })),
+        ];
+        prop::collection::btree_map("[a-z_]{1,10}", value, 0..3)
+    };
+    let extras = (extra(), extra(), extra());
     let data_shape = prop_oneof![8 => Just(0u8), 1 => Just(1), 1 => Just(2)];
     (
         (id, object, event_type, created, livemode),
-        (api_version, account, object_id, extra, data_shape),
+        (api_version, account, object_id, extras, data_shape),
     )
         .prop_map(
             |(
                 (id, object, event_type, created, livemode),
-                (api_version, account, object_id, extra, data_shape),
+                (api_version, account, object_id, (extra, data_extra, object_extra), data_shape),
             )| {
                 let mut event = Map::new();
                 let fields = [
@@ -230,16 +238,29 @@ fn event() -> impl Strategy<Value = Value> {
                     inner.insert("id".into(), object_id);
                 }
                 inner.insert("object".into(), Value::from("customer"));
-                let data = match data_shape {
+                for (key, value) in object_extra {
+                    inner.entry(key).or_insert(value);
+                }
+                let mut data = match data_shape {
                     0 => serde_json::json!({ "object": inner }),
                     1 => serde_json::json!({ "object": null }),
                     _ => serde_json::json!({}),
                 };
+                for (key, value) in data_extra {
+                    data.as_object_mut()
+                        .expect("an object")
+                        .entry(key)
+                        .or_insert(value);
+                }
                 event.insert("data".into(), data);
                 Value::Object(event)
             },
         )
 }
+
+/// Written as `1E400`: a number in JSON's grammar that no `f64` holds, so the worker could not
+/// read the body whole. `serde_json::Value` cannot hold it, hence the stand-in.
+const UNREADABLE: &str = "\u{0}unreadable number";
 
 /// Writes `value` as JSON with the characters at the chosen positions of each string written as
 /// `\u` escapes, as any JSON writer may.
@@ -268,6 +289,7 @@ fn write(value: &Value, escape: &[bool], counter: &mut usize, out: &mut String) 
         out.push('"');
     };
     match value {
+        Value::String(s) if s == UNREADABLE => out.push_str("1E400"),
         Value::String(s) => string(s, counter, out),
         Value::Array(items) => {
             out.push('[');

@@ -102,14 +102,22 @@ pub fn push_placeholder_rows(sql: &mut String, engine: Engine, rows: usize, colu
     }
 }
 
-/// How many rows a multi-row statement for `rows` rows is written for: the next power of two,
-/// so that each connection keeps a few of them prepared. A prepared statement is parsed and
-/// planned once and then sent in one round trip; a text for every row count could not be kept
-/// (there would be hundreds), and sqlx sends a statement it does not keep in two round trips
-/// (`Parse` and `Describe`, then `Bind` and `Execute`), each parsed and planned anew
-/// (BENCHMARKS.md). See [`push_padded_select`].
+/// How many rows a multi-row statement for `rows` rows is written for: the next power of two or
+/// three quarters of it (1, 2, 3, 4, 6, 8, 12, 16, 24, ...), so that each connection keeps a
+/// few of them prepared. A prepared statement is parsed and planned once and then sent in one
+/// round trip; a text for every row count could not be kept (there would be hundreds), and sqlx
+/// sends a statement it does not keep in two round trips (`Parse` and `Describe`, then `Bind`
+/// and `Execute`), each parsed and planned anew (BENCHMARKS.md). The rows past the caller's are
+/// still sent and read, so at most a third of a statement is padding, not half. See
+/// [`push_padded_select`].
 pub fn padded_rows(rows: usize) -> usize {
-    rows.next_power_of_two()
+    let power = rows.next_power_of_two();
+    let three_quarters = power / 4 * 3;
+    if rows <= three_quarters {
+        three_quarters
+    } else {
+        power
+    }
 }
 
 /// `SELECT column2, ... FROM (VALUES (1,$1,...),(2,...),...) AS batch WHERE column1 <= $n`:
@@ -140,17 +148,19 @@ pub fn push_padded_select(sql: &mut String, rows: usize, columns: usize) {
 
 /// The texts of one multi-row statement, one per [`padded_rows`] count, each made on first use.
 #[derive(Default)]
-pub struct PaddedTexts([OnceLock<String>; 16]);
+pub struct PaddedTexts([OnceLock<String>; 32]);
 
 impl PaddedTexts {
     pub const fn new() -> Self {
-        Self([const { OnceLock::new() }; 16])
+        Self([const { OnceLock::new() }; 32])
     }
 
-    /// The text for `rows` (a power of two below 2^16), made by `make` the first time.
+    /// The text for `rows` (a [`padded_rows`] count below 2^16), made by `make` the first time.
     pub fn get(&'static self, rows: usize, make: impl FnOnce() -> String) -> &'static str {
-        debug_assert!(rows.is_power_of_two());
-        self.0[rows.trailing_zeros() as usize].get_or_init(make)
+        debug_assert_eq!(padded_rows(rows), rows);
+        // Two slots per power of two: the power itself, and three quarters of the next.
+        let slot = 2 * rows.ilog2() as usize + usize::from(!rows.is_power_of_two());
+        self.0[slot].get_or_init(make)
     }
 }
 
@@ -575,9 +585,15 @@ mod tests {
     #[test]
     fn several_rows_share_one_statement() {
         assert_eq!(
-            [1, 2, 3, 4, 5, 17, 256].map(padded_rows),
-            [1, 2, 4, 4, 8, 32, 256]
+            [1, 2, 3, 4, 5, 6, 7, 17, 25, 33, 48, 49, 192, 193, 256].map(padded_rows),
+            [1, 2, 3, 4, 6, 6, 8, 24, 32, 48, 48, 64, 192, 256, 256]
         );
+        // Each count has a slot of its own.
+        let slots: std::collections::HashSet<usize> = (1..=4096).map(padded_rows).collect();
+        let texts: &'static PaddedTexts = Box::leak(Box::new(PaddedTexts::new()));
+        for rows in &slots {
+            assert_eq!(texts.get(*rows, || rows.to_string()), rows.to_string());
+        }
         let mut select = String::new();
         push_padded_select(&mut select, 2, 3);
         assert_eq!(

@@ -1176,7 +1176,7 @@ async fn a_handler_gets_the_events_of_a_row_together_and_one_at_a_time_after_a_f
 }
 
 /// The store's insert and the charges handler's upsert of several rows are kept prepared on the
-/// connection, one statement per padded row count (the next power of two): a text for each batch
+/// connection, one statement per padded row count (`sql::padded_rows`): a text for each batch
 /// size would be parsed and planned anew each time, and sqlx sends such a statement in two round
 /// trips. The rows that pad a batch up to its statement's count are left out.
 #[tokio::test]
@@ -1188,9 +1188,9 @@ async fn multi_row_statements_are_prepared_once_per_padded_row_count() {
     let pool = crate::helpers::connect_migrated(&db.url).await;
     let mut conn = pool.pool.acquire().await.unwrap();
     let t = unix_now() - 100;
-    let ids: Vec<String> = (0..8).map(|i| format!("evt_pad_{i}")).collect();
-    let payloads: Vec<String> = (0..8)
-        .map(|i| charge_event(&ids[i], &format!("ch_pad_{i}"), t, 100 + i as i64))
+    let ids: Vec<String> = (0..12).map(|i| format!("evt_pad_{i:02}")).collect();
+    let payloads: Vec<String> = (0..12)
+        .map(|i| charge_event(&ids[i], &format!("ch_pad_{i:02}"), t, 100 + i as i64))
         .collect();
     let new_event = |i: usize| NewEvent {
         id: &ids[i],
@@ -1203,8 +1203,8 @@ async fn multi_row_statements_are_prepared_once_per_padded_row_count() {
         payload: &payloads[i],
         status: EventStatus::Pending,
     };
-    // 3 and 4 rows share the statement for 4; 1 has its own.
-    for range in [0..3, 3..7, 7..8] {
+    // 5 and 6 rows share the statement for 6; 1 has its own.
+    for range in [0..5, 5..11, 11..12] {
         let batch: Vec<NewEvent<'_>> = range.clone().map(new_event).collect();
         let mut stored: Vec<String> = events::insert_in(&mut conn, &batch)
             .await
@@ -1214,9 +1214,9 @@ async fn multi_row_statements_are_prepared_once_per_padded_row_count() {
         stored.sort();
         assert_eq!(stored, ids[range]);
     }
-    assert_eq!(count(&pool, "SELECT COUNT(*) FROM stripe_events").await, 8);
+    assert_eq!(count(&pool, "SELECT COUNT(*) FROM stripe_events").await, 12);
 
-    let events: Vec<Event> = (0..7)
+    let events: Vec<Event> = (0..11)
         .map(|i| Event {
             id: ids[i].clone(),
             event_type: "charge.succeeded".to_owned(),
@@ -1230,7 +1230,7 @@ async fn multi_row_statements_are_prepared_once_per_padded_row_count() {
         .collect();
     let handlers = Handlers::builtin();
     let charges = &handlers.for_type("charge.succeeded")[0];
-    for range in [0..3, 3..7] {
+    for range in [0..5, 5..11] {
         let batch: Vec<&Event> = events[range].iter().collect();
         assert!(matches!(
             charges.handle_batch(&mut conn, &batch).await,
@@ -1238,8 +1238,8 @@ async fn multi_row_statements_are_prepared_once_per_padded_row_count() {
         ));
     }
     let rows = charge_rows(&mut *conn, "ch_pad_").await;
-    let expected: Vec<(String, i64, i64)> = (0..7)
-        .map(|i| (format!("ch_pad_{i}"), 100 + i as i64, t))
+    let expected: Vec<(String, i64, i64)> = (0..11)
+        .map(|i| (format!("ch_pad_{i:02}"), 100 + i as i64, t))
         .collect();
     assert_eq!(rows, expected);
 

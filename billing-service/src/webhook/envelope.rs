@@ -143,7 +143,7 @@ struct EventFields<'a> {
     livemode: Option<bool>,
     api_version: Option<Option<String>>,
     account: Option<Option<String>>,
-    data: Option<Data>,
+    data: Option<Nested<DataFields>>,
 }
 
 impl<'de> Fields<'de> for EventFields<'de> {
@@ -173,27 +173,31 @@ impl<'de> Fields<'de> for EventFields<'de> {
             livemode: required(self.livemode, "livemode")?,
             api_version: self.api_version.flatten(),
             account: self.account.flatten(),
-            object_id: required(self.data, "data")?.0,
+            object_id: required(self.data, "data")?
+                .0
+                .object
+                .and_then(|Nested(object)| object.id.flatten()),
         })
     }
 }
 
-/// `data`, of which only `object.id` is kept.
-struct Data(Option<String>);
+/// A nested object of the envelope (`data`, `data.object`), read by its [`Fields`].
+struct Nested<T>(T);
 
-impl<'de> Deserialize<'de> for Data {
+impl<'de, F: Fields<'de, Read = F>> Deserialize<'de> for Nested<F> {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        read_object::<_, DataFields>(deserializer)
+        read_object::<_, F>(deserializer).map(Nested)
     }
 }
 
+/// `data`, of which only `object.id` is kept.
 #[derive(Default)]
 struct DataFields {
-    object: Option<DataObject>,
+    object: Option<Nested<ObjectFields>>,
 }
 
 impl<'de> Fields<'de> for DataFields {
-    type Read = Data;
+    type Read = Self;
 
     fn field<A: MapAccess<'de>>(&mut self, key: &str, map: &mut A) -> Result<bool, A::Error> {
         match key {
@@ -202,27 +206,20 @@ impl<'de> Fields<'de> for DataFields {
         }
     }
 
-    fn finish<E: de::Error>(self) -> Result<Data, E> {
-        Ok(Data(required(self.object, "object")?.0))
+    fn finish<E: de::Error>(self) -> Result<Self, E> {
+        required(self.object.as_ref(), "object")?;
+        Ok(self)
     }
 }
 
 /// `data.object`, of which only `id` is kept.
-struct DataObject(Option<String>);
-
-impl<'de> Deserialize<'de> for DataObject {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        read_object::<_, ObjectFields>(deserializer)
-    }
-}
-
 #[derive(Default)]
 struct ObjectFields {
     id: Option<Option<String>>,
 }
 
 impl<'de> Fields<'de> for ObjectFields {
-    type Read = DataObject;
+    type Read = Self;
 
     fn field<A: MapAccess<'de>>(&mut self, key: &str, map: &mut A) -> Result<bool, A::Error> {
         match key {
@@ -231,8 +228,8 @@ impl<'de> Fields<'de> for ObjectFields {
         }
     }
 
-    fn finish<E: de::Error>(self) -> Result<DataObject, E> {
-        Ok(DataObject(self.id.flatten()))
+    fn finish<E: de::Error>(self) -> Result<Self, E> {
+        Ok(self)
     }
 }
 

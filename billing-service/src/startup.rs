@@ -9,24 +9,18 @@ use std::time::Duration;
 
 use anyhow::Context;
 use axum::Router;
-use axum::error_handling::HandleErrorLayer;
 use axum::extract::Request;
-use axum::http::{HeaderValue, Method, header};
 use axum::response::Response;
 use billing_stripe::{StripeClient, StripeConfig};
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
-use tower::ServiceBuilder;
-use tower_http::cors::CorsLayer;
-use tower_http::timeout::RequestBodyTimeoutLayer;
 use tower_http::trace::TraceLayer;
 use tracing::Span;
 
 use crate::auth::Authenticator;
 use crate::configuration::{AuthSettings, Settings, StripeApiSettings};
 use crate::db::Db;
-use crate::error::ApiError;
 use crate::metrics::Metrics;
 use crate::migrate::Migrator;
 use crate::portal::PortalConfiguration;
@@ -220,15 +214,7 @@ fn log_auth_mode(auth: &AuthSettings, address: Option<std::net::SocketAddr>) {
 
 /// The whole HTTP surface, with a request span around every request.
 pub fn router(state: AppState) -> Router {
-    let http = &state.settings.http;
-    let cors = cors(&state.settings.frontend_url);
-    let timeouts = ServiceBuilder::new()
-        .layer(HandleErrorLayer::new(ApiError::from_layer))
-        .timeout(http.request_timeout)
-        .layer(RequestBodyTimeoutLayer::new(http.body_read_timeout));
-    routes::router(http.max_in_flight)
-        .layer(timeouts)
-        .layer(cors)
+    routes::router(&state.settings.http, &state.settings.frontend_url)
         .layer(
             TraceLayer::new_for_http()
                 .make_span_with(|request: &Request| {
@@ -254,21 +240,6 @@ pub fn router(state: AppState) -> Router {
                 .on_failure(()),
         )
         .with_state(state)
-}
-
-/// The frontend calls with credentials (cookies for the auth proxy), so its origin is named
-/// exactly: a wildcard is not allowed with credentials, and would be wrong anyway.
-fn cors(frontend_url: &url::Url) -> CorsLayer {
-    let origin = frontend_url.origin().ascii_serialization();
-    let mut layer = CorsLayer::new()
-        .allow_methods([Method::GET, Method::POST])
-        .allow_headers([header::CONTENT_TYPE, header::AUTHORIZATION])
-        .allow_credentials(true)
-        .max_age(Duration::from_secs(600));
-    if let Ok(origin) = HeaderValue::from_str(&origin) {
-        layer = layer.allow_origin(origin);
-    }
-    layer
 }
 
 /// Resolves on SIGTERM (Kubernetes stopping the pod) or SIGINT (Ctrl-C).

@@ -11,17 +11,22 @@ pub mod webhook;
 
 use std::convert::Infallible;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Router;
 use axum::error_handling::HandleErrorLayer;
 use axum::extract::Request;
 use axum::handler::Handler;
-use axum::http::Method;
+use axum::http::{HeaderValue, Method, header};
 use axum::response::IntoResponse;
 use axum::routing::{MethodFilter, Route, on};
 use tower::limit::GlobalConcurrencyLimitLayer;
 use tower::{Layer, Service, ServiceBuilder};
+use tower_http::cors::CorsLayer;
+use tower_http::timeout::RequestBodyTimeoutLayer;
+use url::Url;
 
+use crate::configuration::HttpSettings;
 use crate::error::ApiError;
 use crate::state::AppState;
 
@@ -52,8 +57,10 @@ impl Routes {
         self
     }
 
-    /// Wraps every route added so far (not the fallbacks) in `layer`.
-    fn route_layer<L>(mut self, layer: L) -> Self
+    /// Wraps every route added so far in `layer`, their answer to another method (405, or a CORS
+    /// preflight's `OPTIONS`) included; the answer for unknown paths is left to the whole
+    /// router.
+    fn layer<L>(mut self, layer: L) -> Self
     where
         L: Layer<Route> + Clone + Send + Sync + 'static,
         L::Service: Service<Request> + Clone + Send + Sync + 'static,
@@ -61,7 +68,11 @@ impl Routes {
         <L::Service as Service<Request>>::Error: Into<Infallible> + 'static,
         <L::Service as Service<Request>>::Future: Send + 'static,
     {
-        self.router = self.router.route_layer(layer);
+        // Set before layering: set afterwards, it would replace the wrapped default.
+        self.router = self
+            .router
+            .method_not_allowed_fallback(method_not_allowed)
+            .layer(layer);
         self
     }
 
@@ -75,8 +86,12 @@ impl Routes {
     pub fn into_router(self) -> Router<AppState> {
         self.router
             .fallback(|| async { ApiError::NoRoute })
-            .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
+            .method_not_allowed_fallback(method_not_allowed)
     }
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::MethodNotAllowed
 }
 
 /// The operator's routes (probes, metrics, the API document): never shed, so that a busy pod
@@ -87,29 +102,49 @@ fn operator() -> Routes {
         .merge(openapi::routes())
 }
 
-/// The routes users and Stripe call.
-fn public() -> Routes {
-    Routes::default()
-        .merge(billing::routes())
-        .merge(webhook::routes())
-}
-
 /// The whole HTTP API.
 pub fn api() -> Routes {
-    operator().merge(public())
+    operator().merge(billing::routes()).merge(webhook::routes())
 }
 
-/// The whole HTTP API, the public routes sharing at most `max_in_flight` requests at a time;
-/// beyond that a request is answered 503 at once rather than queued.
-pub fn router(max_in_flight: usize) -> Router<AppState> {
+/// The whole HTTP API, with its limits: every route has the request timeouts; the routes users
+/// and Stripe call share at most `http.max_in_flight` requests at a time (beyond that a request
+/// is answered 503 at once rather than queued); the routes the frontend calls have CORS, around
+/// the rest, so that a browser can read their timeouts and refusals too. The webhook has no
+/// CORS: Stripe is not a browser, and the layer is a part of each delivery's cost (BENCHMARKS.md).
+pub fn router(http: &HttpSettings, frontend_url: &Url) -> Router<AppState> {
+    let timeouts = ServiceBuilder::new()
+        .layer(HandleErrorLayer::new(ApiError::from_layer))
+        .timeout(http.request_timeout)
+        .layer(RequestBodyTimeoutLayer::new(http.body_read_timeout));
     let limit = ServiceBuilder::new()
         .layer(HandleErrorLayer::new(ApiError::from_layer))
         .load_shed()
         // Global: a plain concurrency limit would give each route a limit of its own.
         .layer(GlobalConcurrencyLimitLayer::with_semaphore(Arc::new(
-            tokio::sync::Semaphore::new(max_in_flight),
+            tokio::sync::Semaphore::new(http.max_in_flight),
         )));
-    operator().merge(public().route_layer(limit)).into_router()
+    let public = |routes: Routes| routes.layer(limit.clone()).layer(timeouts.clone());
+    operator()
+        .layer(timeouts.clone())
+        .merge(public(webhook::routes()))
+        .merge(public(billing::routes()).layer(cors(frontend_url)))
+        .into_router()
+}
+
+/// The frontend calls with credentials (cookies for the auth proxy), so its origin is named
+/// exactly: a wildcard is not allowed with credentials, and would be wrong anyway.
+fn cors(frontend_url: &Url) -> CorsLayer {
+    let origin = frontend_url.origin().ascii_serialization();
+    let mut layer = CorsLayer::new()
+        .allow_methods([Method::GET, Method::POST])
+        .allow_headers([header::CONTENT_TYPE, header::AUTHORIZATION])
+        .allow_credentials(true)
+        .max_age(Duration::from_secs(600));
+    if let Ok(origin) = HeaderValue::from_str(&origin) {
+        layer = layer.allow_origin(origin);
+    }
+    layer
 }
 
 #[cfg(test)]

@@ -6,10 +6,11 @@
 
 use axum::Json;
 use axum::body::Body;
-use axum::extract::State;
+use axum::extract::{Request, State};
 use axum::http::{HeaderMap, Method, header};
+use axum::response::{IntoResponse, Response};
 use billing_stripe::signature::{SignatureError, SignatureHeader};
-use serde_json::{Value, json};
+use serde::Serialize;
 
 use super::Routes;
 use crate::clock::unix_now;
@@ -53,12 +54,22 @@ impl From<DeliveryError> for ApiError {
     }
 }
 
-async fn receive(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-    body: Body,
-) -> Result<Json<Value>, ApiError> {
-    let result = read_and_accept(&state, &headers, body).await;
+/// The answer to a stored delivery (`WebhookReceived` in `openapi.json`), written without
+/// building a JSON tree: it is sent for every event.
+#[derive(Serialize)]
+struct Receipt<'a> {
+    received: bool,
+    id: &'a str,
+    duplicate: bool,
+    /// Lambda mode only: what processing the event came to.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    outcome: Option<&'static str>,
+}
+
+/// Takes the whole request rather than a `HeaderMap`, which axum would clone for the handler.
+async fn receive(State(state): State<AppState>, request: Request) -> Result<Response, ApiError> {
+    let (parts, body) = request.into_parts();
+    let result = read_and_accept(&state, &parts.headers, body).await;
     match result {
         Ok((envelope, stored)) => {
             let duplicate = stored == Stored::Duplicate;
@@ -70,15 +81,17 @@ async fn receive(
             }
             note_api_version(&state, &envelope);
             tracing::info!(event_id = envelope.id.as_str(), event_type = %envelope.event_type, duplicate, "webhook accepted");
-            let mut answer = json!({
-                "received": true,
-                "id": envelope.id.as_str(),
-                "duplicate": duplicate,
-            });
-            if let Some(worker) = &state.inline_worker {
-                answer["outcome"] = process_now(worker, envelope.id.as_str()).await?.into();
-            }
-            Ok(Json(answer))
+            let outcome = match &state.inline_worker {
+                Some(worker) => Some(process_now(worker, envelope.id.as_str()).await?),
+                None => None,
+            };
+            Ok(Json(Receipt {
+                received: true,
+                id: envelope.id.as_str(),
+                duplicate,
+                outcome,
+            })
+            .into_response())
         }
         Err(e) => {
             state.metrics.received(e.metric());

@@ -98,7 +98,8 @@ pub type StoreResult = Result<Stored, BatchError>;
 struct Delivery {
     envelope: Envelope,
     payload: String,
-    reply: oneshot::Sender<StoreResult>,
+    /// The answer, with the envelope given back (the caller answers with its id).
+    reply: oneshot::Sender<(Envelope, StoreResult)>,
 }
 
 impl Delivery {
@@ -151,17 +152,23 @@ impl Batcher {
         Self(Store::Direct(db))
     }
 
-    /// Stores one delivery with others; resolves once its batch has committed.
-    pub async fn store(&self, envelope: Envelope, payload: String) -> StoreResult {
+    /// Stores one delivery with others; resolves once its batch has committed, giving the
+    /// envelope back.
+    pub async fn store(
+        &self,
+        envelope: Envelope,
+        payload: String,
+    ) -> Result<(Envelope, Stored), BatchError> {
         let (sender, slot_wait) = match &self.0 {
             Store::Batched { sender, slot_wait } => (sender, *slot_wait),
             Store::Direct(db) => {
                 let row = envelope.as_new_event(&payload);
-                return match events::insert(db, &[row]).await {
-                    Ok(new) if new.contains(envelope.id.as_str()) => Ok(Stored::New),
-                    Ok(_) => Ok(Stored::Duplicate),
-                    Err(e) => Err(BatchError::Database(Arc::new(e))),
+                let stored = match events::insert(db, &[row]).await {
+                    Ok(new) if new.contains(envelope.id.as_str()) => Stored::New,
+                    Ok(_) => Stored::Duplicate,
+                    Err(e) => return Err(BatchError::Database(Arc::new(e))),
                 };
+                return Ok((envelope, stored));
             }
         };
         let (reply, answer) = oneshot::channel();
@@ -175,7 +182,8 @@ impl Batcher {
             Ok(Err(_)) => return Err(BatchError::Closed),
             Err(_) => return Err(BatchError::Busy),
         }
-        answer.await.unwrap_or(Err(BatchError::Crashed))
+        let (envelope, stored) = answer.await.map_err(|_| BatchError::Crashed)?;
+        Ok((envelope, stored?))
     }
 }
 
@@ -195,27 +203,49 @@ async fn gather(
         let mut batch = Vec::with_capacity(settings.max_batch);
         batch.push(first);
         if last > 1 && !settings.window.is_zero() {
-            let deadline = tokio::time::Instant::now() + settings.window;
+            // One timer for the window, and what is queued taken at once, not one by one.
+            let window = tokio::time::sleep(settings.window);
+            tokio::pin!(window);
             while batch.len() < last {
-                match tokio::time::timeout_at(deadline, receiver.recv()).await {
-                    Ok(Some(delivery)) => batch.push(delivery),
-                    Ok(None) | Err(_) => break,
+                let room = last - batch.len();
+                tokio::select! {
+                    biased;
+                    taken = receiver.recv_many(&mut batch, room) => {
+                        if taken == 0 {
+                            break;
+                        }
+                    }
+                    () = &mut window => break,
                 }
             }
         }
         // While a batch is being written, the next one grows: the busier the database, the
         // fewer and larger the commits. Only a full batch takes a second writer.
-        let permit = loop {
-            if batch.len() >= settings.max_batch {
-                break Arc::clone(&writers).acquire_owned().await;
-            }
-            tokio::select! {
-                biased;
-                idle = Arc::clone(&writers).acquire_many_owned(all_writers) => {
-                    break idle.map(|mut idle| idle.split(1).expect("at least one writer"));
+        let idle = {
+            // Kept across deliveries, so that it waits in the semaphore's queue once.
+            let idle = Arc::clone(&writers).acquire_many_owned(all_writers);
+            tokio::pin!(idle);
+            loop {
+                if batch.len() >= settings.max_batch {
+                    // Dropped before a single writer is waited for: the semaphore is fair, and
+                    // this waiter for every writer would stand before it.
+                    break None;
                 }
-                Some(delivery) = receiver.recv() => batch.push(delivery),
+                let room = settings.max_batch - batch.len();
+                tokio::select! {
+                    biased;
+                    idle = &mut idle => break Some(idle),
+                    taken = receiver.recv_many(&mut batch, room) => {
+                        if taken == 0 {
+                            break Some((&mut idle).await);
+                        }
+                    }
+                }
             }
+        };
+        let permit = match idle {
+            Some(idle) => idle.map(|mut idle| idle.split(1).expect("at least one writer")),
+            None => Arc::clone(&writers).acquire_owned().await,
         };
         last = batch.len();
         // The semaphore is never closed, so a permit always comes.
@@ -235,13 +265,13 @@ async fn write(db: &Db, on_receipt: Option<&Worker>, batch: Vec<Delivery>) {
     match store(db, on_receipt, &batch).await {
         Ok(answers) => {
             for (delivery, stored) in batch.into_iter().zip(answers) {
-                let _ = delivery.reply.send(Ok(stored));
+                let _ = delivery.reply.send((delivery.envelope, Ok(stored)));
             }
         }
         Err(e) => {
             let error = BatchError::Database(Arc::new(e));
             for delivery in batch {
-                let _ = delivery.reply.send(Err(error.clone()));
+                let _ = delivery.reply.send((delivery.envelope, Err(error.clone())));
             }
         }
     }
@@ -338,6 +368,11 @@ mod tests {
     use crate::webhook::handlers::{Event, EventHandler, HandlerError, Handlers};
     use test_support::db::{every_engine, server_or_skip};
 
+    async fn stored(batcher: &Batcher, envelope: Envelope, payload: String) -> StoreResult {
+        let (_, stored) = batcher.store(envelope, payload).await?;
+        Ok(stored)
+    }
+
     fn event(id: &str) -> (Envelope, String) {
         let payload = format!(
             r#"{{"id":"{id}","object":"event","type":"customer.created","created":1700000000,"livemode":false,"data":{{"object":{{"id":"cus_1"}}}}}}"#
@@ -377,7 +412,7 @@ mod tests {
                     let batcher = batcher.clone();
                     tasks.push(tokio::spawn(async move {
                         let (envelope, payload) = event(&format!("evt_b{i}"));
-                        (i, copy, batcher.store(envelope, payload).await)
+                        (i, copy, stored(&batcher, envelope, payload).await)
                     }));
                 }
             }
@@ -397,7 +432,7 @@ mod tests {
             // Stored before: a later batch answers duplicate.
             let (envelope, payload) = event("evt_b7");
             assert_eq!(
-                batcher.store(envelope, payload).await.ok(),
+                stored(&batcher, envelope, payload).await.ok(),
                 Some(Stored::Duplicate)
             );
             db.pool.close().await;
@@ -419,13 +454,13 @@ mod tests {
             // The first waits the window out: nothing is known of the load yet.
             let (envelope, payload) = event("evt_w0");
             let started = tokio::time::Instant::now();
-            batcher.store(envelope, payload).await.expect("stored");
+            stored(&batcher, envelope, payload).await.expect("stored");
             assert!(started.elapsed() >= window, "{:?}", db.engine);
             // Its batch was one: one at a time, none waits.
             let started = tokio::time::Instant::now();
             for i in 1..=5 {
                 let (envelope, payload) = event(&format!("evt_w{i}"));
-                batcher.store(envelope, payload).await.expect("stored");
+                stored(&batcher, envelope, payload).await.expect("stored");
             }
             assert!(
                 started.elapsed() < window,
@@ -557,7 +592,7 @@ mod tests {
             ];
             let mut answers = Vec::new();
             for (envelope, payload) in deliveries {
-                answers.push(batcher.store(envelope, payload).await.expect("stored"));
+                answers.push(stored(&batcher, envelope, payload).await.expect("stored"));
             }
             let mut rows = Vec::new();
             for i in 1..=8 {
@@ -669,7 +704,7 @@ mod tests {
                 let answers = futures_util::future::join_all(
                     deliveries
                         .into_iter()
-                        .map(|(envelope, payload)| batcher.store(envelope, payload)),
+                        .map(|(envelope, payload)| stored(&batcher, envelope, payload)),
                 )
                 .await;
                 assert!(
@@ -722,7 +757,7 @@ mod tests {
             worker(&db, Handlers::builtin(), &Metrics::default()).on_receipt(),
         );
         let (envelope, payload) = delivery("evt_l1", "charge.succeeded", charge("ch_l", 100));
-        batcher.store(envelope, payload).await.expect("stored");
+        stored(&batcher, envelope, payload).await.expect("stored");
         let mut holder = db.pool.begin().await.expect("begin");
         sqlx::query("SELECT id FROM charges WHERE id = 'ch_l' FOR UPDATE")
             .execute(&mut *holder)
@@ -736,7 +771,7 @@ mod tests {
         );
         let started = tokio::time::Instant::now();
         let stored =
-            tokio::time::timeout(Duration::from_secs(10), batcher.store(envelope, payload))
+            tokio::time::timeout(Duration::from_secs(10), stored(&batcher, envelope, payload))
                 .await
                 .expect("answered while the row is held")
                 .expect("stored");
@@ -799,7 +834,7 @@ mod tests {
             let batcher = batcher.clone();
             tokio::spawn(async move {
                 let (envelope, payload) = event(&format!("evt_s{i}"));
-                batcher.store(envelope, payload).await
+                stored(&batcher, envelope, payload).await
             })
         };
         let mut deliveries = vec![store(0)];
@@ -841,7 +876,7 @@ mod tests {
                     let batcher = batcher.clone();
                     tokio::spawn(async move {
                         let (envelope, payload) = event(&format!("evt_f{i}"));
-                        batcher.store(envelope, payload).await
+                        stored(&batcher, envelope, payload).await
                     })
                 })
                 .collect();
@@ -881,7 +916,7 @@ mod tests {
                 let batcher = batcher.clone();
                 tokio::spawn(async move {
                     let (envelope, payload) = event(&format!("evt_q{i}"));
-                    batcher.store(envelope, payload).await
+                    stored(&batcher, envelope, payload).await
                 })
             })
             .collect();

@@ -135,8 +135,7 @@ pub async fn accept_delivery(
     now: i64,
 ) -> Result<(Envelope, Stored), DeliveryError> {
     let (envelope, payload) = verify_delivery(stripe, signature_header, body, now)?;
-    let stored = batcher.store(envelope.clone(), payload).await?;
-    Ok((envelope, stored))
+    Ok(batcher.store(envelope, payload).await?)
 }
 
 /// Checks the signature and reads the envelope; returns it with the body as the text to store.

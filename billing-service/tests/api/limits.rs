@@ -14,8 +14,11 @@ use tokio::net::TcpStream;
 
 use crate::helpers::{TestApp, spawn_app_with, test_settings};
 
+const FRONTEND: &str = "https://app.example.com";
+
 async fn app(db: &TestDb, body: Duration, request: Duration, in_flight: usize) -> TestApp {
     let mut settings = test_settings(&db.url);
+    settings.frontend_url = url::Url::parse(FRONTEND).unwrap();
     settings.http.body_read_timeout = body;
     settings.http.request_timeout = request;
     settings.http.max_in_flight = in_flight;
@@ -37,6 +40,12 @@ async fn start(app: &TestApp, head: &str, first: &[u8]) -> TcpStream {
 
 /// Reads one response: its status and JSON body.
 async fn response(stream: &mut TcpStream) -> (u16, Value) {
+    let (status, _, body) = response_with_head(stream).await;
+    (status, body)
+}
+
+/// Reads one response: its status, its head (lowercased) and its JSON body.
+async fn response_with_head(stream: &mut TcpStream) -> (u16, String, Value) {
     let mut raw = Vec::new();
     let mut buf = [0u8; 4096];
     let head_end = loop {
@@ -60,7 +69,7 @@ async fn response(stream: &mut TcpStream) -> (u16, Value) {
         raw.extend_from_slice(&buf[..n]);
     }
     let body = serde_json::from_slice(&raw[head_end..head_end + length]).unwrap_or(Value::Null);
-    (status, body)
+    (status, head, body)
 }
 
 fn webhook_head(length: usize) -> String {
@@ -82,14 +91,24 @@ async fn a_body_that_stalls_is_a_408_on_every_route_that_reads_one() {
         512,
     )
     .await;
-    let checkout = "POST /billing/checkout HTTP/1.1\r\nContent-Type: application/json\r\n\
-                    x-user-id: u-1\r\nx-user-email: u-1@example.com\r\nContent-Length: 40";
-    for head in [checkout.to_owned(), webhook_head(100)] {
+    let checkout = format!(
+        "POST /billing/checkout HTTP/1.1\r\nContent-Type: application/json\r\n\
+         Origin: {FRONTEND}\r\nx-user-id: u-1\r\nx-user-email: u-1@example.com\r\n\
+         Content-Length: 40"
+    );
+    for head in [checkout, webhook_head(100)] {
         let started = Instant::now();
         let mut stream = start(&app, &head, b"{\"price_id\"").await;
-        let (status, body) = response(&mut stream).await;
+        let (status, answer_head, body) = response_with_head(&mut stream).await;
         assert_eq!(status, 408, "{head}: {body}");
         assert_eq!(body["error"]["code"], "request_timeout", "{body}");
+        // The frontend's page can read why its call failed; Stripe gets no CORS headers.
+        let cors = format!("access-control-allow-origin: {FRONTEND}");
+        if head.contains("/billing/") {
+            assert!(answer_head.contains(&cors), "{answer_head}");
+        } else {
+            assert!(!answer_head.contains("access-control"), "{answer_head}");
+        }
         let waited = started.elapsed();
         assert!(
             waited >= Duration::from_millis(450) && waited < Duration::from_secs(5),
@@ -141,8 +160,16 @@ async fn past_the_in_flight_limit_requests_are_shed_but_probes_answer() {
     ];
     tokio::time::sleep(Duration::from_millis(200)).await;
 
-    let shed = app.get("/billing/products").await;
+    let shed = app
+        .client
+        .get(format!("{}/billing/products", app.address))
+        .header("origin", FRONTEND)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(shed.status(), 503);
+    // Shed before the route, still readable by the frontend's page.
+    assert_eq!(shed.headers()["access-control-allow-origin"], FRONTEND);
     let body: Value = shed.json().await.unwrap();
     assert_eq!(body["error"]["code"], "overloaded", "{body}");
     for probe in ["/status/alive", "/status/ready", "/metrics"] {

@@ -147,7 +147,11 @@ pub fn assemble(
     )
     .resolving_ties_with(TieResolver::new(Arc::clone(&reader), metrics.clone()));
     let (webhook_batcher, inline_worker) = match mode {
-        Mode::Server => (Batcher::start(db.clone(), worker.on_receipt()), None),
+        Mode::Server => (
+            Batcher::start(db.clone(), worker.on_receipt())
+                .context("starting the webhook store's thread")?,
+            None,
+        ),
         Mode::Lambda => (Batcher::direct(db.clone()), Some(worker.clone())),
     };
     let portal = Arc::new(PortalConfiguration::new(settings.stripe.products_cache));

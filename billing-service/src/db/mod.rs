@@ -185,6 +185,23 @@ impl Db {
         })
     }
 
+    /// A pool of its own to the same database, with the same settings, of at most
+    /// `connections`: its connections are made on the runtime that first uses them, and are
+    /// woken by its driver. Needs a Tokio runtime.
+    pub fn own_pool(&self, connections: u32) -> Self {
+        let pool = self
+            .pool
+            .options()
+            .clone()
+            .max_connections(connections)
+            .connect_lazy_with((*self.pool.connect_options()).clone());
+        Self {
+            pool,
+            engine: self.engine,
+            probe: self.probe.clone(),
+        }
+    }
+
     /// Whether the database answers now, within a short deadline, on the probe's own
     /// connection.
     pub async fn is_ready(&self) -> bool {

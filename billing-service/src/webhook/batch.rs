@@ -127,14 +127,24 @@ enum Store {
 }
 
 impl Batcher {
-    /// Starts the batching task with the engine's settings, handling events as they are stored
-    /// with `on_receipt` when there is one. Needs a Tokio runtime.
-    pub fn start(db: Db, on_receipt: Option<Worker>) -> Self {
+    /// Starts the store with the engine's settings, handling events as they are stored with
+    /// `on_receipt` when there is one.
+    pub fn start(db: Db, on_receipt: Option<Worker>) -> std::io::Result<Self> {
         let settings = BatchSettings::for_engine(db.engine);
         Self::with_settings(db, settings, on_receipt)
     }
 
-    pub fn with_settings(db: Db, settings: BatchSettings, on_receipt: Option<Worker>) -> Self {
+    /// The store runs on a thread of its own, with a runtime and connections of its own (as many
+    /// as `writers`, to `db`'s database). Every delivery waits for its batch's transaction, whose
+    /// round trips are each a wake-up of the store's task: on the service's runtime that task
+    /// queued behind the connections' tasks at every one, and the database's answers waited for
+    /// a busy worker to look at the sockets. On its own runtime the store is woken at once
+    /// (BENCHMARKS.md). It stops, after answering what it took, when the last handle is dropped.
+    pub fn with_settings(
+        db: Db,
+        settings: BatchSettings,
+        on_receipt: Option<Worker>,
+    ) -> std::io::Result<Self> {
         let settings = BatchSettings {
             max_batch: settings.max_batch.clamp(1, MAX_ROWS),
             writers: settings.writers.max(1),
@@ -143,8 +153,21 @@ impl Batcher {
         };
         let (sender, receiver) = mpsc::channel(settings.queue);
         let slot_wait = settings.slot_wait;
-        tokio::spawn(gather(db, settings, on_receipt, receiver));
-        Self(Store::Batched { sender, slot_wait })
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        std::thread::Builder::new()
+            .name("webhook-store".to_owned())
+            .spawn(move || {
+                runtime.block_on(async move {
+                    let connections = u32::try_from(settings.writers).unwrap_or(u32::MAX);
+                    let db = db.own_pool(connections);
+                    let on_receipt = on_receipt.map(|worker| worker.with_db(db.clone()));
+                    gather(&db, settings, on_receipt, receiver).await;
+                    db.pool.close().await;
+                });
+            })?;
+        Ok(Self(Store::Batched { sender, slot_wait }))
     }
 
     /// Stores each delivery with an insert of its own, without a task.
@@ -188,7 +211,7 @@ impl Batcher {
 }
 
 async fn gather(
-    db: Db,
+    db: &Db,
     settings: BatchSettings,
     on_receipt: Option<Worker>,
     mut receiver: mpsc::Receiver<Delivery>,
@@ -257,6 +280,9 @@ async fn gather(
             drop(permit);
         });
     }
+    // Batches still being written finish before the store's runtime ends, which would abandon
+    // them mid-transaction.
+    let _ = writers.acquire_many(all_writers).await;
 }
 
 /// Stores a batch and answers each delivery. A failure is not logged here: each delivery's
@@ -404,7 +430,8 @@ mod tests {
                 window: Duration::from_millis(20),
                 ..BatchSettings::for_engine(db.engine)
             };
-            let batcher = Batcher::with_settings(db.clone(), settings, None);
+            let batcher =
+                Batcher::with_settings(db.clone(), settings, None).expect("store started");
             // 100 distinct events, each delivered three times at once: repeats share batches.
             let mut tasks = Vec::new();
             for copy in 0..3 {
@@ -450,7 +477,8 @@ mod tests {
                 window,
                 ..BatchSettings::for_engine(db.engine)
             };
-            let batcher = Batcher::with_settings(db.clone(), settings, None);
+            let batcher =
+                Batcher::with_settings(db.clone(), settings, None).expect("store started");
             // The first waits the window out: nothing is known of the load yet.
             let (envelope, payload) = event("evt_w0");
             let started = tokio::time::Instant::now();
@@ -555,7 +583,8 @@ mod tests {
                 db.clone(),
                 BatchSettings::for_engine(db.engine),
                 on_receipt,
-            );
+            )
+            .expect("store started");
             let mut no_amount = charge("ch_2", 0);
             no_amount.as_object_mut().unwrap().remove("amount");
             let subscription = serde_json::json!({
@@ -693,7 +722,8 @@ mod tests {
                     window: Duration::from_millis(100),
                     ..BatchSettings::for_engine(db.engine)
                 };
-                let batcher = Batcher::with_settings(db.clone(), settings, worker.on_receipt());
+                let batcher = Batcher::with_settings(db.clone(), settings, worker.on_receipt())
+                    .expect("store started");
                 let started = tokio::time::Instant::now();
                 let charge_id = format!("ch_{batch}");
                 // Gathered into one batch by the window.
@@ -755,7 +785,8 @@ mod tests {
             db.clone(),
             BatchSettings::for_engine(db.engine),
             worker(&db, Handlers::builtin(), &Metrics::default()).on_receipt(),
-        );
+        )
+        .expect("store started");
         let (envelope, payload) = delivery("evt_l1", "charge.succeeded", charge("ch_l", 100));
         stored(&batcher, envelope, payload).await.expect("stored");
         let mut holder = db.pool.begin().await.expect("begin");
@@ -823,7 +854,7 @@ mod tests {
             writers: 2,
             ..BatchSettings::for_engine(db.engine)
         };
-        let batcher = Batcher::with_settings(db.clone(), settings, None);
+        let batcher = Batcher::with_settings(db.clone(), settings, None).expect("store started");
         // Every insert waits behind this lock until it is released.
         let mut holder = db.pool.begin().await.expect("begin");
         sqlx::query("LOCK TABLE stripe_events IN EXCLUSIVE MODE")
@@ -861,6 +892,58 @@ mod tests {
         db.pool.close().await;
     }
 
+    /// The store takes no connection from the pool it is given: it stores while every one of
+    /// them is held. And started from one runtime, it still stores once that runtime is gone:
+    /// neither its task nor its connections' sockets are on the runtime that started it (in the
+    /// service, the HTTP connections' runtime).
+    #[test]
+    fn the_store_has_a_runtime_and_connections_of_its_own() {
+        let runtime = || {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("a runtime")
+        };
+        for test_db in runtime().block_on(every_engine()) {
+            let starter = runtime();
+            let (batcher, engine) = starter.block_on(async {
+                connect(&test_db.url, true).await.pool.close().await;
+                let one = DatabaseSettings {
+                    max_connections: Some(1),
+                    ..DatabaseSettings::new(&test_db.url)
+                };
+                let db = Db::connect(&one).await.expect("connect");
+                let batcher = Batcher::start(db.clone(), None).expect("store started");
+                let held = db.pool.acquire().await.expect("the pool's one connection");
+                let (envelope, payload) = event("evt_r1");
+                let answer = stored(&batcher, envelope, payload).await;
+                assert!(matches!(answer, Ok(Stored::New)), "{answer:?}");
+                drop(held);
+                (batcher, db.engine)
+            });
+            drop(starter);
+            runtime().block_on(async {
+                let (envelope, payload) = event("evt_r2");
+                let answer = tokio::time::timeout(
+                    Duration::from_secs(10),
+                    stored(&batcher, envelope, payload),
+                )
+                .await;
+                assert!(
+                    matches!(answer, Ok(Ok(Stored::New))),
+                    "{engine:?}: {answer:?}"
+                );
+                let db = connect(&test_db.url, false).await;
+                let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM stripe_events")
+                    .fetch_one(&db.pool)
+                    .await
+                    .expect("count");
+                assert_eq!(count, 2, "{engine:?}");
+                db.pool.close().await;
+            });
+        }
+    }
+
     #[tokio::test]
     async fn a_failed_batch_gives_every_delivery_the_error() {
         for test_db in every_engine().await {
@@ -870,7 +953,8 @@ mod tests {
                 window: Duration::from_millis(50),
                 ..BatchSettings::for_engine(db.engine)
             };
-            let batcher = Batcher::with_settings(db.clone(), settings, None);
+            let batcher =
+                Batcher::with_settings(db.clone(), settings, None).expect("store started");
             let tasks: Vec<_> = (0..20)
                 .map(|i| {
                     let batcher = batcher.clone();
@@ -909,7 +993,7 @@ mod tests {
             slot_wait: Duration::from_millis(100),
             ..BatchSettings::for_engine(db.engine)
         };
-        let batcher = Batcher::with_settings(db.clone(), settings, None);
+        let batcher = Batcher::with_settings(db.clone(), settings, None).expect("store started");
         let started = tokio::time::Instant::now();
         let tasks: Vec<_> = (0..10)
             .map(|i| {

@@ -335,6 +335,13 @@ impl Worker {
         Some(worker)
     }
 
+    /// This worker on other connections to the same database: the store's own
+    /// (`webhook::batch`), whose transaction the handlers run in.
+    pub fn with_db(mut self, db: Db) -> Self {
+        self.db = db;
+        self
+    }
+
     /// How an event of this type is stored by a worker from [`Worker::on_receipt`]: `Processed`
     /// when every handler of the type may run then ([`EventHandler::on_receipt`]), `Ignored`
     /// when it has none, else `Pending`, for the worker.

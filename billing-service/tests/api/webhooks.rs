@@ -989,7 +989,7 @@ async fn stored_while_stopped(url: &str, bodies: &[String]) -> Db {
         app.stop().await;
         pool
     };
-    let batcher = Batcher::start(early.clone(), None);
+    let batcher = Batcher::start(early.clone(), None).expect("store started");
     for body in bodies {
         let header = header_value(WEBHOOK_SECRET, unix_now(), body.as_bytes());
         accept_delivery(

@@ -135,10 +135,11 @@ impl Batcher {
     }
 
     /// The store runs on a thread of its own, with a runtime and connections of its own (as many
-    /// as `writers`, to `db`'s database). Every delivery waits for its batch's transaction, whose
-    /// round trips are each a wake-up of the store's task: on the service's runtime that task
-    /// queued behind the connections' tasks at every one, and the database's answers waited for
-    /// a busy worker to look at the sockets. On its own runtime the store is woken at once
+    /// as `writers`, to `db`'s database). Its own connections: a pool busy with the worker or the
+    /// API's reads must not hold deliveries, which Stripe times out. Its own runtime: every
+    /// delivery waits for its batch's transaction, whose round trips are each a wake-up of the
+    /// store's task; on the service's runtime that task queued behind the connections' tasks at
+    /// every one, and the database's answers waited for a busy worker to look at the sockets
     /// (BENCHMARKS.md). It stops, after answering what it took, when the last handle is dropped.
     pub fn with_settings(
         db: Db,

@@ -281,8 +281,9 @@ async fn gather(
             drop(permit);
         });
     }
-    // Batches still being written finish before the store's runtime ends, which would abandon
-    // them mid-transaction.
+    // Batches still being written finish first (nobody waits for their answers any more, or
+    // the last handle would not be gone): closing the pool next would refuse the connection a
+    // batch whose handlers failed takes for its second insert.
     let _ = writers.acquire_many(all_writers).await;
 }
 
